@@ -39,7 +39,10 @@ class Settings(BaseSettings):
     # Redis and Celery
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="profiles, caches, rate limits")
     redis_timeout: float = Field(2.0, gt=0, description="seconds, for every Redis call")
-    broker_url: str = Field("redis://127.0.0.1:6379/1", description="Celery broker")
+    broker_url: str = Field("redis://127.0.0.1:6379/1", description="Celery broker and result backend")
+    visibility_timeout: int = Field(900, ge=5, description="seconds before a task whose worker died is delivered again")
+    half_life_days: float = Field(14.0, gt=0, description="decay half-life of long-term interests and trending")
+    seen_window_days: float = Field(7.0, gt=0, description="items acted on within this window are 'seen'")
 
     # Encoder
     model: str = Field(default_factory=_bundled_model_path,

@@ -47,3 +47,7 @@ wait_for() {  # wait_for DESCRIPTION SECONDS COMMAND...
   done
   log "$what is up ($((SECONDS - start)) s)"
 }
+
+# The model ships inside a package: never reach for a hub at run time.
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export HYBRIDREC_API_PORT="$API_PORT"

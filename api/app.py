@@ -1,0 +1,27 @@
+"""The Flask app factory: settings, shared clients, blueprints, error handling."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+
+from indexer.settings import Settings, load_settings
+
+
+def create_app(config: dict[str, Any] | None = None, settings: Settings | None = None) -> Flask:
+    """Build the API. `settings` defaults to the HYBRIDREC_* environment (validated here, at start-up)."""
+    from api import errors, events, health, items, recommendations
+    from api.services import build_services
+
+    settings = settings or load_settings()
+    app = Flask("hybridrec")
+    app.config.update(MAX_CONTENT_LENGTH=16 * 1024 * 1024, JSON_SORT_KEYS=False)
+    if config:
+        app.config.update(config)
+    app.extensions["hybridrec"] = build_services(settings)
+    logging.basicConfig(level=logging.INFO)
+    errors.init_app(app)
+    for module in (health, items, events, recommendations):
+        app.register_blueprint(module.bp)
+    return app

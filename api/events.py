@@ -1,0 +1,43 @@
+"""POST /v1/events: the user's profile changes at once (Redis); the durable write is enqueued first."""
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from api.services import services
+from indexer import search
+from indexer.errors import InvalidInput
+from indexer.events import event_document, validate_events
+from indexer.lifecycle import alias_name
+from indexer.profile_store import AppliedEvent, ProfileStore
+from indexer.tasknames import RECORD_EVENTS
+
+bp = Blueprint("events", __name__, url_prefix="/v1")
+
+MAX_EVENTS = 1_000
+
+
+@bp.post("/events")
+def post_events() -> tuple[Response, int]:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise InvalidInput("the request body must be JSON (Content-Type: application/json)")
+    raw = body.get("events") if isinstance(body, dict) and "events" in body else body
+    raw = raw if isinstance(raw, list) else [raw]
+    if len(raw) > MAX_EVENTS:
+        raise InvalidInput(f"{len(raw)} events in one request; the limit is {MAX_EVENTS}")
+    valid, errors = validate_events(raw)
+    if not valid:
+        return jsonify(accepted=0, errors=[e.as_dict() for e in errors]), 400
+    svc = services()
+    # Durable first: once the task is in the broker the event cannot be lost, then the hot profile.
+    task_id = svc.enqueue(RECORD_EVENTS, [event_document(e) for e in valid])
+    vectors = search.item_vectors(svc.es, alias_name(svc.settings, "items"), [e.item_id for e in valid])
+    store = ProfileStore(svc.redis, svc.settings)
+    versions: dict[str, int] = {}
+    for event in valid:
+        profile = store.apply(event.user_id, vectors.get(event.item_id),
+                              AppliedEvent(event.item_id, event.weight, event.epoch(), event.session_id))
+        versions[event.user_id] = profile.version
+    unknown = sorted({e.item_id for e in valid if e.item_id not in vectors})
+    return jsonify(accepted=len(valid), task_id=task_id, profile_versions=versions,
+                   unknown_items=unknown, errors=[e.as_dict() for e in errors]), 202

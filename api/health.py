@@ -1,0 +1,60 @@
+"""Liveness, readiness (Elasticsearch and Redis answer) and Prometheus metrics."""
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response, g, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from api.services import services
+
+bp = Blueprint("health", __name__)
+
+REQUESTS = Counter("hybridrec_http_requests_total", "HTTP requests", ["endpoint", "method", "status"])
+LATENCY = Histogram("hybridrec_http_request_seconds", "HTTP request latency", ["endpoint"],
+                    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+
+
+@bp.before_app_request
+def _start_timer() -> None:
+    g.started = time.perf_counter()
+
+
+@bp.after_app_request
+def _record(response: Response) -> Response:
+    endpoint = request.endpoint or "unknown"
+    started = g.get("started")
+    if started is not None:
+        LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+    REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
+    return response
+
+
+@bp.get("/health")
+def health() -> Response:
+    """The process is up (it does not look at the backends: that is /ready)."""
+    return jsonify(status="ok")
+
+
+@bp.get("/ready")
+def ready() -> tuple[Response, int]:
+    """Ready when Elasticsearch and Redis both answer."""
+    svc = services()
+    checks = {}
+    try:
+        checks["elasticsearch"] = bool(svc.es.options(request_timeout=2).ping())
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready; the reason is reported
+        checks["elasticsearch"] = False
+        checks["elasticsearch_error"] = type(exc).__name__
+    try:
+        checks["redis"] = bool(svc.redis.ping())
+    except Exception as exc:  # noqa: BLE001 - same: report, do not raise
+        checks["redis"] = False
+        checks["redis_error"] = type(exc).__name__
+    ok = checks["elasticsearch"] is True and checks["redis"] is True
+    return jsonify(status="ready" if ok else "not ready", checks=checks), 200 if ok else 503
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)

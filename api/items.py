@@ -1,0 +1,91 @@
+"""Catalog write endpoints: validate and enqueue (nothing is embedded on the request path), task status, admin."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from celery.result import AsyncResult
+from flask import Blueprint, Response, jsonify, request
+
+from api.services import services
+from indexer import lifecycle
+from indexer.documents import validate_items
+from indexer.errors import InvalidInput
+from indexer.tasknames import DELETE_ITEMS, INDEX_ITEMS, REINDEX, ROLLBACK
+
+bp = Blueprint("items", __name__, url_prefix="/v1")
+
+MAX_BULK_ITEMS = 5_000
+TASK_BATCH = 200
+
+
+def _json_body() -> Any:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise InvalidInput("the request body must be JSON (Content-Type: application/json)")
+    return body
+
+
+def _enqueue_items(raw: list[Any]) -> tuple[Response, int]:
+    svc = services()
+    valid, errors = validate_items(raw, max_text_chars=svc.settings.max_text_chars, stamp_missing=True)
+    if not valid:
+        return jsonify(accepted=0, task_ids=[], errors=[e.as_dict() for e in errors]), 400
+    payload = [item.model_dump(mode="json", exclude_none=True) for item in valid]
+    task_ids = [svc.enqueue(INDEX_ITEMS, payload[i:i + TASK_BATCH]) for i in range(0, len(payload), TASK_BATCH)]
+    return jsonify(accepted=len(valid), task_ids=task_ids, errors=[e.as_dict() for e in errors]), 202
+
+
+@bp.put("/items/<item_id>")
+def put_item(item_id: str) -> tuple[Response, int]:
+    body = _json_body()
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be one item object")
+    if "id" in body and body["id"] != item_id:
+        raise InvalidInput(f"body id {body['id']!r} does not match the URL id {item_id!r}")
+    return _enqueue_items([{**body, "id": item_id}])
+
+
+@bp.post("/items/bulk")
+def bulk_items() -> tuple[Response, int]:
+    body = _json_body()
+    raw = body.get("items") if isinstance(body, dict) else body
+    if not isinstance(raw, list):
+        raise InvalidInput('the body must be {"items": [...]} or a JSON array of items')
+    if len(raw) > MAX_BULK_ITEMS:
+        raise InvalidInput(f"{len(raw)} items in one request; the limit is {MAX_BULK_ITEMS}")
+    return _enqueue_items(raw)
+
+
+@bp.delete("/items/<item_id>")
+def delete_item(item_id: str) -> tuple[Response, int]:
+    task_id = services().enqueue(DELETE_ITEMS, [item_id], int(time.time() * 1000))
+    return jsonify(accepted=1, task_ids=[task_id]), 202
+
+
+@bp.post("/admin/reindex")
+def start_reindex() -> tuple[Response, int]:
+    return jsonify(task_id=services().enqueue(REINDEX)), 202
+
+
+@bp.post("/admin/rollback")
+def start_rollback() -> tuple[Response, int]:
+    return jsonify(task_id=services().enqueue(ROLLBACK)), 202
+
+
+@bp.get("/admin/indices")
+def indices() -> Response:
+    svc = services()
+    versions = lifecycle.list_versions(svc.es, svc.settings)
+    return jsonify(alias=lifecycle.alias_name(svc.settings, "items"),
+                   versions=[v.__dict__ for v in versions])
+
+
+@bp.get("/tasks/<task_id>")
+def task_status(task_id: str) -> Response:
+    result = AsyncResult(task_id, app=services().celery)
+    info: Any = result.info
+    if isinstance(info, BaseException):
+        info = {"error": f"{type(info).__name__}: {info}"}
+    return jsonify(id=task_id, state=result.state, result=info if result.ready() else None,
+                   progress=info if result.state == "PROGRESS" else None)

@@ -1,0 +1,159 @@
+"""The read path: profile, query embedding, one msearch, fusion, MMR, popularity prior, explain, caching."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+from api.params import ReadParams
+from api.services import Services
+from indexer import search
+from indexer.diversity import mmr
+from indexer.errors import NotFound
+from indexer.fusion import FusedHit, Hit, apply_popularity_prior, fuse_linear, fuse_rrf
+from indexer.lifecycle import alias_name
+from indexer.profile import query_vector
+from indexer.profile_store import ProfileStore
+
+RECO_CACHE_TTL_S = 300
+QVEC_CACHE_TTL_S = 24 * 3600
+
+
+class Engine:
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        self.store = ProfileStore(svc.redis, svc.settings)
+        self.index = alias_name(svc.settings, "items")
+
+    # -- query embedding, cached in Redis (shared by every API process) --------------------------------
+    def embed_query(self, text: str) -> np.ndarray:
+        encoder = self.svc.encoder()
+        key = f"{self.svc.settings.index_prefix}:qvec:{encoder.model_id}:{hashlib.sha256(text.encode()).hexdigest()}"
+        raw = self.svc.redis.get(key)
+        if raw:
+            return np.frombuffer(raw, dtype=np.float32)
+        vector = encoder.encode([text])[0]
+        self.svc.redis.set(key, vector.astype("<f4").tobytes(), ex=QVEC_CACHE_TTL_S)
+        return vector
+
+    # -- recommendations ----------------------------------------------------------------------------------
+    def recommend(self, user_id: str | None, params: ReadParams, *, anchor_vector: np.ndarray | None = None,
+                  anchor_id: str | None = None) -> dict[str, Any]:
+        started = time.perf_counter()
+        profile = self.store.load(user_id) if user_id else None
+        version = profile.version if profile else 0
+        cache_key = self._cache_key(user_id, version, params, anchor_id)
+        cached = self.svc.redis.get(cache_key)
+        if cached:
+            body = json.loads(cached)
+            body["cached"] = True
+            return body
+
+        exclude: tuple[str, ...] = (anchor_id,) if anchor_id else ()
+        if user_id and params.exclude_seen:
+            exclude += tuple(self.store.seen(user_id))
+        filters = params.filters(exclude)
+        user_vec = query_vector(profile, now=time.time()) if profile else None
+        q_vec = self.embed_query(params.q) if params.q else anchor_vector
+        size = params.k * params.page
+        if user_vec is None and q_vec is None:
+            body = self._cold_start(filters, params, size)
+        else:
+            body = self._hybrid(params, filters, size, user_id, user_vec, q_vec)
+        body.update(user_id=user_id, profile_version=version, cached=False,
+                    took_ms=round((time.perf_counter() - started) * 1000, 2))
+        self.svc.redis.set(cache_key, json.dumps(body), ex=RECO_CACHE_TTL_S)
+        return body
+
+    def _cache_key(self, user_id: str | None, version: int, params: ReadParams, anchor: str | None) -> str:
+        digest = hashlib.sha256(params.model_dump_json().encode() + (anchor or "").encode()).hexdigest()[:24]
+        return f"{self.svc.settings.index_prefix}:reco:{user_id or '-'}:{version}:{digest}"
+
+    def _hybrid(self, params: ReadParams, filters: search.Filters, size: int, user_id: str | None,
+                user_vec: np.ndarray | None, q_vec: np.ndarray | None) -> dict[str, Any]:
+        want_vectors = params.mmr_lambda is not None or params.explain
+        depth = max(size * 3, 50) if params.mmr_lambda is not None else size
+        retrieval = search.retrieve(self.svc.es, self.index, filters=filters, size=depth, text=params.q,
+                                    user_vector=user_vec, query_vector=q_vec, with_vectors=want_vectors)
+        weights = {name: w for name, w in params.weights().items() if name in retrieval.rankings}
+        if params.fusion == "rrf":
+            fused = fuse_rrf(retrieval.rankings, k=params.rrf_k, weights=weights)
+        else:
+            fused = fuse_linear(retrieval.rankings, weights=weights, normalization=params.normalization)
+        if params.popularity_weight > 0:
+            popularity = {i: float(src.get("popularity") or 0) for i, src in retrieval.items.items()}
+            fused = apply_popularity_prior(fused, popularity, params.popularity_weight)
+        if params.mmr_lambda is not None:
+            order = mmr([h.id for h in fused], {h.id: h.score for h in fused}, retrieval.vectors,
+                        lambda_=params.mmr_lambda, k=min(size, len(fused)))
+            by_id = {h.id: h for h in fused}
+            fused = [by_id[i] for i in order]
+        page = fused[(params.page - 1) * params.k: params.page * params.k]
+        because = self._because(user_id, page, retrieval.vectors) if params.explain and user_id else {}
+        items = [self._render(h, retrieval.items.get(h.id, {}), params.explain, because.get(h.id)) for h in page]
+        return {"items": items, "strategy": params.fusion, "cold_start": False, "es_took_ms": retrieval.took_ms,
+                "retrievers": sorted(retrieval.rankings)}
+
+    def _cold_start(self, filters: search.Filters, params: ReadParams, size: int) -> dict[str, Any]:
+        """No profile and no query: trending (time-decayed event counts), topped up by catalog popularity."""
+        trending = self.store.trending(size * 3 + 20, exclude=filters.exclude_ids)
+        ids = search.filtered_ids(self.svc.es, self.index, [i for i, _ in trending], filters)[:size]
+        scores = dict(trending)
+        hits = [Hit(i, scores[i]) for i in ids]
+        if len(hits) < size:
+            more = search.popular_items(self.svc.es, self.index,
+                                        search.Filters(**{**filters.__dict__,
+                                                          "exclude_ids": filters.exclude_ids + tuple(ids)}),
+                                        size - len(hits))
+            hits.extend(more)
+        page = hits[(params.page - 1) * params.k: params.page * params.k]
+        docs = search.items_by_id(self.svc.es, self.index, [h.id for h in page])
+        items = []
+        for rank, hit in enumerate(page, start=(params.page - 1) * params.k + 1):
+            entry = {"id": hit.id, "score": hit.score, **{k: v for k, v in docs.get(hit.id, {}).items() if k != "id"}}
+            if params.explain:
+                entry["explain"] = {"source": "trending" if hit.id in scores else "popularity", "rank": rank}
+            items.append(entry)
+        return {"items": items, "strategy": "trending", "cold_start": True}
+
+    def _because(self, user_id: str, page: list[FusedHit], vectors: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+        """For each hit, the history item most similar to it: "because you liked X"."""
+        history = self.store.history(user_id)[:20]
+        if not history:
+            return {}
+        history_vectors = search.item_vectors(self.svc.es, self.index, history)
+        if not history_vectors:
+            return {}
+        ids = list(history_vectors)
+        matrix = np.stack([history_vectors[i] for i in ids])
+        out = {}
+        for hit in page:
+            vector = vectors.get(hit.id)
+            if vector is None:
+                continue
+            sims = matrix @ vector
+            best = int(np.argmax(sims))
+            out[hit.id] = {"item_id": ids[best], "similarity": round(float(sims[best]), 4)}
+        return out
+
+    @staticmethod
+    def _render(hit: FusedHit, source: dict[str, Any], explain: bool, because: dict[str, Any] | None) -> dict[str, Any]:
+        entry: dict[str, Any] = {"id": hit.id, "score": hit.score,
+                                 **{k: v for k, v in source.items() if k != "id"}}
+        if explain:
+            entry["explain"] = {
+                "fused_score": hit.score,
+                "sources": {name: {"rank": c.rank, "score": c.score, "normalized": c.normalized,
+                                   "contribution": c.contribution} for name, c in hit.sources.items()},
+                "because": because,
+            }
+        return entry
+
+    def similar(self, item_id: str, params: ReadParams) -> dict[str, Any]:
+        vectors = search.item_vectors(self.svc.es, self.index, [item_id])
+        if item_id not in vectors:
+            raise NotFound(f"item {item_id!r} is not in the catalog (or has no vector yet)")
+        return self.recommend(None, params, anchor_vector=vectors[item_id], anchor_id=item_id)

@@ -1,0 +1,53 @@
+"""The clients one API process shares across requests, built once in the app factory."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from elasticsearch import Elasticsearch
+from flask import current_app
+from redis import Redis
+
+from indexer.clients import make_es, make_redis
+from indexer.encoder import Encoder, get_encoder
+from indexer.settings import Settings
+from indexer.tasknames import ROUTES
+
+
+@dataclass
+class Services:
+    settings: Settings
+    es: Elasticsearch
+    redis: Redis
+    celery: Celery
+
+    def encoder(self) -> Encoder:
+        """Query embedding model, loaded on first use (the API process only embeds short queries)."""
+        return get_encoder(self.settings)
+
+    def enqueue(self, task_name: str, *args: Any) -> str:
+        """Send a task by name (the API never imports the workers); returns the task id."""
+        result = self.celery.send_task(task_name, args=list(args), queue=ROUTES[task_name])
+        return str(result.id)
+
+
+def build_services(settings: Settings) -> Services:
+    celery = Celery("hybridrec-api", broker=settings.broker_url, backend=settings.broker_url)
+    celery.conf.update(
+        broker_connection_timeout=settings.redis_timeout,
+        broker_transport_options={"socket_timeout": settings.redis_timeout,
+                                  "socket_connect_timeout": settings.redis_timeout,
+                                  "visibility_timeout": settings.visibility_timeout},
+        redis_socket_timeout=settings.redis_timeout,
+        redis_socket_connect_timeout=settings.redis_timeout,
+        task_serializer="json",
+        broker_connection_retry_on_startup=True,
+        # Publishing must not hang a request when Redis is down.
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+    )
+    return Services(settings=settings, es=make_es(settings), redis=make_redis(settings), celery=celery)
+
+
+def services() -> Services:
+    return current_app.extensions["hybridrec"]  # type: ignore[no-any-return]

@@ -1,0 +1,92 @@
+"""Bulk writes through elasticsearch-py's streaming_bulk, with external versioning and per-item outcomes."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from elasticsearch import Elasticsearch
+from elasticsearch.helpers import streaming_bulk
+
+from indexer.documents import Existing
+
+# Rejections (429) are retried by the helper, and only the rejected documents; other
+# failures are reported per item. The client itself does not retry (see clients.make_es).
+BULK_RETRIES = 5
+CHUNK_SIZE = 500
+CHUNK_BYTES = 20 * 1024 * 1024
+
+
+@dataclass
+class BulkReport:
+    ok: int = 0
+    stale: int = 0  # rejected because the index already holds a newer version: the right outcome
+    failed: list[dict[str, Any]] = field(default_factory=list)
+
+    def merge(self, other: "BulkReport") -> None:
+        self.ok += other.ok
+        self.stale += other.stale
+        self.failed.extend(other.failed)
+
+
+def run_bulk(es: Elasticsearch, actions: Iterable[dict[str, Any]]) -> BulkReport:
+    report = BulkReport()
+    for ok, result in streaming_bulk(
+        es, actions, chunk_size=CHUNK_SIZE, max_chunk_bytes=CHUNK_BYTES, raise_on_error=False,
+        raise_on_exception=True, max_retries=BULK_RETRIES, initial_backoff=0.5, max_backoff=10,
+    ):
+        op, info = next(iter(result.items()))
+        if ok:
+            report.ok += 1
+        elif info.get("status") == 409:
+            report.stale += 1
+        elif op == "delete" and info.get("status") == 404:
+            report.ok += 1  # already gone: a delete is idempotent
+        else:
+            error = info.get("error")
+            reason = error.get("reason") if isinstance(error, Mapping) else str(error)
+            report.failed.append({"id": info.get("_id"), "index": info.get("_index"), "status": info.get("status"),
+                                  "error": reason})
+    return report
+
+
+def index_documents(es: Elasticsearch, indices: Sequence[str], documents: Sequence[Mapping[str, Any]]) -> BulkReport:
+    """Write documents (each carries `id` and `_version`) into every index in `indices`.
+
+    version_type external_gte: replaying the same batch rewrites identical documents (idempotent),
+    and an older version than the stored one is refused with 409 (counted as stale, not failed).
+    """
+    def actions() -> Iterator[dict[str, Any]]:
+        for index in indices:
+            for doc in documents:
+                source = {k: v for k, v in doc.items() if k != "_version"}
+                yield {"_op_type": "index", "_index": index, "_id": doc["id"], "_source": source,
+                       "version": doc["_version"], "version_type": "external_gte"}
+
+    return run_bulk(es, actions())
+
+
+def delete_documents(es: Elasticsearch, indices: Sequence[str], ids: Sequence[str], version: int) -> BulkReport:
+    """Delete ids from every index; the external `version` (epoch ms of the request) keeps an older
+    update that arrives later from resurrecting the item, within the index's gc_deletes window."""
+    def actions() -> Iterator[dict[str, Any]]:
+        for index in indices:
+            for item_id in ids:
+                yield {"_op_type": "delete", "_index": index, "_id": item_id, "version": version,
+                       "version_type": "external_gte"}
+
+    return run_bulk(es, actions())
+
+
+def fetch_existing(es: Elasticsearch, index: str, ids: Sequence[str]) -> dict[str, Existing]:
+    """text_hash, embedding_model and embedding of the ids already in `index`."""
+    if not ids:
+        return {}
+    response = es.mget(index=index, ids=list(dict.fromkeys(ids)),
+                       source_includes=["text_hash", "embedding_model", "embedding"])
+    found = {}
+    for doc in response["docs"]:
+        if doc.get("found"):
+            src = doc.get("_source", {})
+            found[doc["_id"]] = Existing(src.get("text_hash"), src.get("embedding_model"), src.get("embedding"))
+    return found

@@ -1,0 +1,145 @@
+"""Item validation and Elasticsearch document building, embedding only the items whose text or model changed."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+
+from indexer.encoder import item_text, text_hash
+
+MAX_ID_CHARS = 256
+MAX_TITLE_CHARS = 1_000
+MAX_TAGS = 100
+
+
+class Item(BaseModel):
+    """One catalog item as clients send it. Unknown fields are refused; free-form data goes in `attributes`."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[^\s/]+$")]
+    title: Annotated[StrictStr, Field(min_length=1, max_length=MAX_TITLE_CHARS)]
+    description: StrictStr = ""
+    category: Annotated[StrictStr, Field(max_length=256)] | None = None
+    tags: Annotated[list[Annotated[StrictStr, Field(min_length=1, max_length=128)]], Field(max_length=MAX_TAGS)] = []
+    price: Annotated[StrictFloat | StrictInt, Field(ge=0)] | None = None
+    in_stock: StrictBool = True
+    popularity: Annotated[StrictFloat | StrictInt, Field(ge=0)] = 0.0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    version: Annotated[StrictInt, Field(ge=0)] | None = None
+    attributes: dict[StrictStr, Any] = {}
+
+    def text(self) -> str:
+        return item_text(self.title, self.description, self.tags)
+
+    def doc_version(self) -> int:
+        """External version for Elasticsearch: the explicit version, else updated_at in epoch milliseconds.
+
+        Tasks may run out of order; with external versioning an older update never overwrites a newer one.
+        """
+        if self.version is not None:
+            return self.version
+        stamp = self.updated_at or self.created_at
+        if stamp is None:
+            raise ValueError(f"item {self.id}: needs version or updated_at (the API stamps updated_at on arrival)")
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=timezone.utc)
+        return int(stamp.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """Why one item of a batch was refused; the other items are unaffected."""
+
+    index: int
+    id: str | None
+    errors: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "id": self.id, "errors": self.errors}
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    messages = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "item"
+        messages.append(f"{where}: {err['msg']}")
+    return messages
+
+
+def validate_items(raw: Iterable[Any], *, max_text_chars: int, stamp_missing: bool = False,
+                   now: datetime | None = None) -> tuple[list[Item], list[ItemError]]:
+    """Split a batch into valid items and per-item errors. With stamp_missing, items that carry
+    neither version nor updated_at get updated_at = now (the moment the API accepted them)."""
+    valid: list[Item] = []
+    errors: list[ItemError] = []
+    now = now or datetime.now(timezone.utc)
+    for index, entry in enumerate(raw):
+        raw_id = entry.get("id") if isinstance(entry, Mapping) else None
+        shown_id = raw_id if isinstance(raw_id, str) else None
+        if not isinstance(entry, Mapping):
+            errors.append(ItemError(index, None, [f"item: expected a JSON object, got {type(entry).__name__}"]))
+            continue
+        try:
+            item = Item.model_validate(dict(entry))
+        except ValidationError as exc:
+            errors.append(ItemError(index, shown_id, _describe(exc)))
+            continue
+        if len(item.text()) > max_text_chars:
+            errors.append(ItemError(index, item.id, [f"text: title+description+tags is {len(item.text())} characters, "
+                                                     f"the limit is {max_text_chars}"]))
+            continue
+        if stamp_missing and item.version is None and item.updated_at is None:
+            item = item.model_copy(update={"updated_at": now})
+        valid.append(item)
+    return valid, errors
+
+
+@dataclass(frozen=True)
+class Existing:
+    """What the index already holds for an item: enough to decide whether to embed again."""
+
+    text_hash: str | None
+    embedding_model: str | None
+    embedding: list[float] | None
+
+
+@dataclass
+class BuildReport:
+    documents: list[dict[str, Any]] = field(default_factory=list)
+    embedded: int = 0
+    reused: int = 0
+
+
+def build_documents(items: Sequence[Item], existing: Mapping[str, Existing], model_id: str,
+                    encode: Callable[[Sequence[str]], np.ndarray]) -> BuildReport:
+    """Elasticsearch documents for `items`; encodes (in one batch) only the texts that are new,
+    changed, or were embedded by another model."""
+    report = BuildReport()
+    to_embed: list[int] = []
+    docs: list[dict[str, Any]] = []
+    for item in items:
+        text = item.text()
+        digest = text_hash(text)
+        doc = item.model_dump(mode="json", exclude={"version"}, exclude_none=True)
+        doc.update(text_hash=digest, embedding_model=model_id)
+        prior = existing.get(item.id)
+        if prior and prior.text_hash == digest and prior.embedding_model == model_id and prior.embedding:
+            doc["embedding"] = prior.embedding
+            report.reused += 1
+        else:
+            to_embed.append(len(docs))
+        doc["_version"] = item.doc_version()
+        docs.append(doc)
+    if to_embed:
+        vectors = encode([items[i].text() for i in to_embed])
+        for position, vector in zip(to_embed, vectors):
+            docs[position]["embedding"] = [float(x) for x in vector]
+        report.embedded = len(to_embed)
+    report.documents = docs
+    return report

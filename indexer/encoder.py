@@ -1,0 +1,72 @@
+"""Turns item and query text into normalised vectors with sentence-transformers; one model per process."""
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from indexer.settings import Settings
+
+# The one text template for items: title first (it carries most of the meaning), then the
+# description, then the tags as a comma list. Changing it changes every text_hash, so a
+# reindex will embed everything again, which is what a template change needs.
+ITEM_TEXT_TEMPLATE = "{title}. {description} Tags: {tags}"
+
+
+def item_text(title: str, description: str | None, tags: Sequence[str] | None) -> str:
+    """The text embedded for an item (see ITEM_TEXT_TEMPLATE)."""
+    text = ITEM_TEXT_TEMPLATE.format(
+        title=title.strip(), description=(description or "").strip(), tags=", ".join(tags or [])
+    )
+    return " ".join(text.split())
+
+
+def text_hash(text: str) -> str:
+    """Stable fingerprint of an item's embedded text; unchanged hash + same model = no re-embedding."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Encoder:
+    """A sentence-transformers model with normalised float32 output and a running count of encoded texts."""
+
+    def __init__(self, model: str, device: str = "auto", batch_size: int = 64) -> None:
+        from sentence_transformers import SentenceTransformer  # heavy import: only when an encoder is built
+        import torch
+
+        resolved = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self.device = resolved
+        self.batch_size = batch_size
+        self.model_id = model.rstrip("/").split("/")[-1] if "/" in model else model
+        if self.model_id == "model":  # the bundled package keeps the weights in a folder called model/
+            self.model_id = "all-MiniLM-L6-v2"
+        self._model = SentenceTransformer(model, device=resolved, local_files_only=True)
+        dim = self._model.get_embedding_dimension() if hasattr(self._model, "get_embedding_dimension") \
+            else self._model.get_sentence_embedding_dimension()
+        self.dim = int(dim or 0)
+        self.texts_encoded = 0
+        self._lock = threading.Lock()
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors of shape (len(texts), dim), L2-normalised, float32."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:  # torch modules are not re-entrant across threads sharing one model
+            vectors = self._model.encode(
+                list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                convert_to_numpy=True, show_progress_bar=False,
+            )
+            self.texts_encoded += len(texts)
+        return np.asarray(vectors, dtype=np.float32)
+
+
+@lru_cache(maxsize=4)
+def _encoder(model: str, device: str, batch_size: int) -> Encoder:
+    return Encoder(model, device, batch_size)
+
+
+def get_encoder(settings: Settings) -> Encoder:
+    """The process-wide encoder for these settings (loaded once, on first use)."""
+    return _encoder(settings.model, settings.device, settings.batch_size)

@@ -1,0 +1,99 @@
+"""User events: validation, and the durable bulk write into the events index (the source of truth)."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Annotated, Any
+
+from elasticsearch import Elasticsearch
+from elasticsearch.helpers import scan
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+
+from indexer.bulk import BulkReport, run_bulk
+from indexer.documents import ItemError
+from indexer.lifecycle import alias_name
+from indexer.profile import EVENT_WEIGHTS
+from indexer.settings import Settings
+
+Id = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+
+
+class Event(BaseModel):
+    """One user action. `ts` defaults to the moment the API accepted it; `event_id` makes replays idempotent."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    user_id: Id
+    item_id: Id
+    type: StrictStr
+    ts: datetime | None = None
+    session_id: Id | None = None
+    request_id: Id | None = None
+    event_id: Id | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in EVENT_WEIGHTS:
+            raise ValueError(f"unknown event type {value!r}; expected one of {sorted(EVENT_WEIGHTS)}")
+        return value
+
+    @field_validator("ts")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+    @property
+    def weight(self) -> float:
+        return EVENT_WEIGHTS[self.type]
+
+    def epoch(self) -> float:
+        assert self.ts is not None
+        return self.ts.timestamp()
+
+
+def validate_events(raw: Iterable[Any], now: datetime | None = None) -> tuple[list[Event], list[ItemError]]:
+    """Split a batch into valid events (stamped with ts and event_id) and per-event errors."""
+    now = now or datetime.now(timezone.utc)
+    valid: list[Event] = []
+    errors: list[ItemError] = []
+    for index, entry in enumerate(raw):
+        if not isinstance(entry, Mapping):
+            errors.append(ItemError(index, None, [f"event: expected a JSON object, got {type(entry).__name__}"]))
+            continue
+        try:
+            event = Event.model_validate(dict(entry))
+        except ValidationError as exc:
+            errors.append(ItemError(index, None, [f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}"
+                                                  for e in exc.errors()]))
+            continue
+        event = event.model_copy(update={"ts": event.ts or now, "event_id": event.event_id or uuid.uuid4().hex})
+        valid.append(event)
+    return valid, errors
+
+
+def event_document(event: Event) -> dict[str, Any]:
+    doc = event.model_dump(mode="json", exclude_none=True)
+    doc["weight"] = event.weight
+    return doc
+
+
+def record_events(es: Elasticsearch, settings: Settings, events: Sequence[Mapping[str, Any]]) -> BulkReport:
+    """Write event documents (as produced by event_document) into the events alias."""
+    alias = alias_name(settings, "events")
+
+    def actions() -> Iterator[dict[str, Any]]:
+        for doc in events:
+            yield {"_op_type": "index", "_index": alias, "_id": doc["event_id"], "_source": dict(doc)}
+
+    return run_bulk(es, actions())
+
+
+def scan_events(es: Elasticsearch, settings: Settings, user_id: str | None = None) -> Iterator[dict[str, Any]]:
+    """Every stored event (optionally one user's), in no particular order."""
+    query: dict[str, Any] = {"term": {"user_id": user_id}} if user_id else {"match_all": {}}
+    for hit in scan(es, index=alias_name(settings, "events"), query={"query": query}, size=1000, scroll="2m"):
+        yield hit["_source"]

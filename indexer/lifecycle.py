@@ -1,0 +1,154 @@
+"""Index lifecycle: versioned physical indices (<prefix>-items-vN) behind aliases, atomic swaps, retention, rollback."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from elasticsearch import Elasticsearch, NotFoundError
+from elasticsearch import BadRequestError
+
+from indexer.errors import Conflict
+from indexer.mappings import INDEX_KINDS, index_definition
+from indexer.settings import Settings
+
+
+@dataclass(frozen=True)
+class IndexVersion:
+    name: str
+    version: int
+    docs: int
+    is_current: bool
+    is_building: bool
+
+
+def alias_name(settings: Settings, kind: str) -> str:
+    return f"{settings.index_prefix}-{kind}"
+
+
+def building_alias(settings: Settings, kind: str = "items") -> str:
+    """Points at a version under construction, so live writes land in it too (no lost updates)."""
+    return f"{settings.index_prefix}-{kind}-next"
+
+
+def physical_name(settings: Settings, kind: str, version: int) -> str:
+    return f"{settings.index_prefix}-{kind}-v{version}"
+
+
+def _version_of(settings: Settings, kind: str, name: str) -> int | None:
+    match = re.fullmatch(re.escape(f"{settings.index_prefix}-{kind}-v") + r"(\d+)", name)
+    return int(match.group(1)) if match else None
+
+
+def _alias_targets(es: Elasticsearch, alias: str) -> list[str]:
+    try:
+        return sorted(es.indices.get_alias(name=alias).body.keys())
+    except NotFoundError:
+        return []
+
+
+def current_index(es: Elasticsearch, settings: Settings, kind: str = "items") -> str | None:
+    targets = _alias_targets(es, alias_name(settings, kind))
+    return targets[0] if targets else None
+
+
+def write_targets(es: Elasticsearch, settings: Settings, kind: str = "items") -> list[str]:
+    """Every index a live write must reach: the alias target plus a version being built, if any."""
+    targets = _alias_targets(es, alias_name(settings, kind))
+    for name in _alias_targets(es, building_alias(settings, kind)):
+        if name not in targets:
+            targets.append(name)
+    return targets
+
+
+def list_versions(es: Elasticsearch, settings: Settings, kind: str = "items") -> list[IndexVersion]:
+    """All physical versions of one index kind, oldest first, with document counts and alias state."""
+    pattern = f"{settings.index_prefix}-{kind}-v*"
+    names = es.indices.get(index=pattern, ignore_unavailable=True, allow_no_indices=True).body.keys()
+    current = set(_alias_targets(es, alias_name(settings, kind)))
+    building = set(_alias_targets(es, building_alias(settings, kind)))
+    versions = []
+    for name in names:
+        number = _version_of(settings, kind, name)
+        if number is None:
+            continue
+        docs = int(es.count(index=name)["count"])
+        versions.append(IndexVersion(name, number, docs, name in current, name in building))
+    return sorted(versions, key=lambda v: v.version)
+
+
+def create_version(es: Elasticsearch, settings: Settings, kind: str = "items") -> str:
+    """Create the next physical version of `kind` from its mapping file; the alias is not touched."""
+    existing = [v.version for v in list_versions(es, settings, kind)]
+    name = physical_name(settings, kind, max(existing, default=0) + 1)
+    body = index_definition(kind, settings)
+    es.indices.create(index=name, settings=body.get("settings"), mappings=body["mappings"])
+    return name
+
+
+def swap_alias(es: Elasticsearch, settings: Settings, new_index: str, kind: str = "items") -> str | None:
+    """Point the alias at `new_index` in one atomic cluster-state update; returns the previous target."""
+    alias = alias_name(settings, kind)
+    old = _alias_targets(es, alias)
+    actions: list[dict[str, object]] = [{"remove": {"index": name, "alias": alias}} for name in old if name != new_index]
+    actions.append({"add": {"index": new_index, "alias": alias, "is_write_index": True}})
+    es.indices.update_aliases(actions=actions)
+    return old[0] if old else None
+
+
+def ensure_indices(es: Elasticsearch, settings: Settings) -> dict[str, str]:
+    """Create v1 of every index kind whose alias does not exist yet. Safe to call concurrently."""
+    result = {}
+    for kind in INDEX_KINDS:
+        current = current_index(es, settings, kind)
+        if current is None:
+            name = physical_name(settings, kind, 1)
+            body = index_definition(kind, settings)
+            try:
+                es.indices.create(index=name, settings=body.get("settings"), mappings=body["mappings"])
+            except BadRequestError as exc:
+                if exc.error != "resource_already_exists_exception":
+                    raise
+            es.indices.update_aliases(actions=[{"add": {"index": name, "alias": alias_name(settings, kind),
+                                                         "is_write_index": True}}])
+            current = name
+        result[kind] = current
+    return result
+
+
+def set_building(es: Elasticsearch, settings: Settings, index: str | None, kind: str = "items") -> None:
+    """Mark `index` as under construction (live writes go there too), or clear the mark with None."""
+    alias = building_alias(settings, kind)
+    actions: list[dict[str, object]] = [{"remove": {"index": name, "alias": alias}} for name in _alias_targets(es, alias)]
+    if index is not None:
+        actions.append({"add": {"index": index, "alias": alias}})
+    if actions:
+        es.indices.update_aliases(actions=actions)
+
+
+def prune_versions(es: Elasticsearch, settings: Settings, keep: int | None = None, kind: str = "items") -> list[str]:
+    """Delete old versions beyond the newest `keep` before the current one. Never deletes the
+    current version or anything newer (a build in progress)."""
+    keep = settings.keep_versions if keep is None else keep
+    versions = list_versions(es, settings, kind)
+    current = next((v for v in versions if v.is_current), None)
+    if current is None:
+        return []
+    older = [v for v in versions if v.version < current.version and not v.is_building]
+    doomed = older[: max(0, len(older) - keep)]
+    for version in doomed:
+        es.indices.delete(index=version.name)
+    return [v.name for v in doomed]
+
+
+def rollback(es: Elasticsearch, settings: Settings, kind: str = "items") -> tuple[str, str]:
+    """Point the alias back at the newest version older than the current one; returns (from, to)."""
+    versions = list_versions(es, settings, kind)
+    current = next((v for v in versions if v.is_current), None)
+    if current is None:
+        raise Conflict(f"alias {alias_name(settings, kind)} points at no index")
+    older = [v for v in versions if v.version < current.version]
+    if not older:
+        raise Conflict(f"no version older than {current.name} is kept: nothing to roll back to")
+    target = older[-1].name
+    swap_alias(es, settings, target, kind)
+    return current.name, target

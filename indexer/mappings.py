@@ -1,0 +1,42 @@
+"""Loads index definitions from mappings/*.json, the only source of truth for field definitions."""
+from __future__ import annotations
+
+import copy
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from indexer.settings import Settings
+
+MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "mappings"
+INDEX_KINDS = ("items", "events", "users")
+
+
+@lru_cache(maxsize=None)
+def _read(kind: str) -> dict[str, Any]:
+    path = MAPPINGS_DIR / f"{kind}.json"
+    with path.open(encoding="utf-8") as fh:
+        return json.load(fh)  # type: ignore[no-any-return]
+
+
+def index_definition(kind: str, settings: Settings) -> dict[str, Any]:
+    """The `settings` and `mappings` bodies for a new index of this kind.
+
+    The only runtime change is the item vector's HNSW quantisation, a setting
+    (HYBRIDREC_VECTOR_INDEX_TYPE); everything else is the JSON file as written.
+    """
+    if kind not in INDEX_KINDS:
+        raise ValueError(f"unknown index kind {kind!r}; expected one of {INDEX_KINDS}")
+    body = copy.deepcopy(_read(kind))
+    if kind == "items":
+        options = body["mappings"]["properties"]["embedding"]["index_options"]
+        options["type"] = settings.vector_index_type
+        if settings.vector_index_type == "bbq_hnsw":
+            options.pop("confidence_interval", None)
+    return body
+
+
+def embedding_dims() -> int:
+    """Dimensions of the item embedding as the mapping declares them."""
+    return int(_read("items")["mappings"]["properties"]["embedding"]["dims"])

@@ -1,0 +1,114 @@
+"""User profiles in Redis: the hot copy, updated the moment an event is accepted; plus seen sets and trending."""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from redis import Redis
+from redis.exceptions import WatchError
+
+from indexer.profile import Profile, apply_event, from_bytes, to_bytes
+from indexer.settings import Settings
+
+# Trending scores are stored as count * 2 ** ((ts - EPOCH) / half_life): adding 2 ** (...) per event
+# decays every older event relative to newer ones without ever rewriting the whole set.
+TRENDING_EPOCH = 1_735_689_600.0  # 2025-01-01T00:00:00Z
+HISTORY_LEN = 50
+
+
+@dataclass(frozen=True)
+class AppliedEvent:
+    item_id: str
+    weight: float
+    ts: float
+    session_id: str | None
+
+
+class ProfileStore:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.prefix = settings.index_prefix
+        self.half_life_s = settings.half_life_days * 86400.0
+        self.seen_window_s = settings.seen_window_days * 86400.0
+
+    def _key(self, kind: str, user_id: str) -> str:
+        return f"{self.prefix}:{kind}:{user_id}"
+
+    def load(self, user_id: str) -> Profile | None:
+        raw = self.redis.hgetall(self._key("profile", user_id))
+        return from_bytes(raw) if raw else None
+
+    def version(self, user_id: str) -> int:
+        raw = self.redis.hget(self._key("profile", user_id), "version")
+        return int(raw) if raw else 0
+
+    def apply(self, user_id: str, vector: np.ndarray | None, event: AppliedEvent) -> Profile:
+        """Fold one event into the user's profile atomically (optimistic WATCH/MULTI, retried on a race).
+
+        An event whose item has no vector (unknown item) still marks the item seen and bumps trending.
+        """
+        key = self._key("profile", user_id)
+        for _ in range(50):
+            with self.redis.pipeline() as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.hgetall(key)
+                    profile = from_bytes(raw) if raw else Profile()
+                    if vector is not None:
+                        updated = apply_event(profile, vector, weight=event.weight, ts=event.ts,
+                                              session_id=event.session_id, half_life_s=self.half_life_s)
+                    else:
+                        updated = Profile(**{**profile.__dict__, "version": profile.version + 1,
+                                             "event_count": profile.event_count + 1})
+                    pipe.multi()
+                    pipe.hset(key, mapping=to_bytes(updated))
+                    self._side_effects(pipe, user_id, event)
+                    pipe.execute()
+                    return updated
+                except WatchError:
+                    continue
+        raise RuntimeError(f"profile {user_id}: too much contention, event not applied")
+
+    def _side_effects(self, pipe: "Redis", user_id: str, event: AppliedEvent) -> None:
+        seen = self._key("seen", user_id)
+        pipe.zadd(seen, {event.item_id: event.ts}, gt=True)  # GT still adds new members; it keeps the newest ts
+        pipe.zremrangebyscore(seen, "-inf", time.time() - self.seen_window_s)
+        pipe.expire(seen, int(self.seen_window_s) + 60)
+        if event.weight > 0:
+            history = self._key("history", user_id)
+            pipe.lpush(history, event.item_id)
+            pipe.ltrim(history, 0, HISTORY_LEN - 1)
+            exponent = min((event.ts - TRENDING_EPOCH) / self.half_life_s, 1000.0)
+            pipe.zincrby(f"{self.prefix}:trending", math.pow(2.0, exponent) * event.weight, event.item_id)
+
+    def seen(self, user_id: str, now: float | None = None) -> list[str]:
+        """Items the user acted on within the seen window (newest first)."""
+        now = now or time.time()
+        raw = self.redis.zrevrangebyscore(self._key("seen", user_id), "+inf", now - self.seen_window_s)
+        return [r.decode() for r in raw]
+
+    def history(self, user_id: str) -> list[str]:
+        """Items of the user's recent positive events, newest first, without repeats."""
+        raw = self.redis.lrange(self._key("history", user_id), 0, HISTORY_LEN - 1)
+        return list(dict.fromkeys(r.decode() for r in raw))
+
+    def trending(self, size: int, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
+        excluded = set(exclude)
+        raw = self.redis.zrevrange(f"{self.prefix}:trending", 0, size + len(excluded) - 1, withscores=True)
+        return [(m.decode(), float(s)) for m, s in raw if m.decode() not in excluded][:size]
+
+    def replace(self, user_id: str, profile: Profile, events: Sequence[AppliedEvent]) -> None:
+        """Overwrite one user's state with a rebuilt profile (used when rebuilding from the events index)."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            for kind in ("profile", "seen", "history"):
+                pipe.delete(self._key(kind, user_id))
+            pipe.hset(self._key("profile", user_id), mapping=to_bytes(profile))
+            for event in sorted(events, key=lambda e: e.ts):
+                self._side_effects(pipe, user_id, event)
+            pipe.execute()
+
+    def clear_trending(self) -> None:
+        self.redis.delete(f"{self.prefix}:trending")

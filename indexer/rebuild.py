@@ -1,0 +1,38 @@
+"""Rebuild every user profile (and trending) in Redis from the events index, the source of truth."""
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from elasticsearch import Elasticsearch
+
+from indexer.clients import make_redis
+from indexer.events import scan_events
+from indexer.lifecycle import alias_name
+from indexer.profile import rebuild
+from indexer.profile_store import AppliedEvent, ProfileStore
+from indexer.search import item_vectors
+from indexer.settings import Settings
+
+
+def rebuild_profiles(es: Elasticsearch, settings: Settings) -> dict[str, Any]:
+    es.indices.refresh(index=alias_name(settings, "events"))
+    per_user: dict[str, list[AppliedEvent]] = defaultdict(list)
+    for doc in scan_events(es, settings):
+        ts = datetime.fromisoformat(doc["ts"].replace("Z", "+00:00")).timestamp()
+        per_user[doc["user_id"]].append(AppliedEvent(doc["item_id"], float(doc["weight"]), ts, doc.get("session_id")))
+    item_ids = sorted({e.item_id for events in per_user.values() for e in events})
+    vectors = {}
+    for start in range(0, len(item_ids), 1000):
+        vectors.update(item_vectors(es, alias_name(settings, "items"), item_ids[start:start + 1000]))
+    store = ProfileStore(make_redis(settings), settings)
+    store.clear_trending()
+    for user_id, events in per_user.items():
+        known = [(vectors[e.item_id], e.weight, e.ts, e.session_id) for e in events if e.item_id in vectors]
+        profile = rebuild(known, half_life_s=store.half_life_s)
+        # Events on unknown items still count as seen and bump the version, as they did live.
+        profile.version = len(events)
+        profile.event_count = len(events)
+        store.replace(user_id, profile, events)
+    return {"users": len(per_user), "events": sum(len(v) for v in per_user.values())}

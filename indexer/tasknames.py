@@ -1,0 +1,19 @@
+"""Task and queue names shared by the API (which enqueues by name) and the workers (which define the tasks)."""
+
+INDEX_ITEMS = "hybridrec.index_items"
+DELETE_ITEMS = "hybridrec.delete_items"
+REINDEX = "hybridrec.reindex"
+ROLLBACK = "hybridrec.rollback"
+RECORD_EVENTS = "hybridrec.record_events"
+
+QUEUE_EMBED = "embed"     # index_items, reindex: heavy, the encoder runs here
+QUEUE_INDEX = "index"     # delete_items, rollback: light catalog writes that must not wait behind a reindex
+QUEUE_EVENTS = "events"   # record_events: live traffic, never starved by catalog work
+
+ROUTES = {
+    INDEX_ITEMS: QUEUE_EMBED,
+    REINDEX: QUEUE_EMBED,
+    DELETE_ITEMS: QUEUE_INDEX,
+    ROLLBACK: QUEUE_INDEX,
+    RECORD_EVENTS: QUEUE_EVENTS,
+}

@@ -1,0 +1,1 @@
+"""hybridrec's Celery workers: embed and index items, rebuild indices, record events."""

@@ -1,0 +1,46 @@
+"""The Celery application: Redis broker, named queues, acks_late, one prefetch per process."""
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from indexer.settings import get_settings
+from indexer.tasknames import QUEUE_EMBED, QUEUE_EVENTS, QUEUE_INDEX, ROUTES
+
+TASK_ROUTES = {name: {"queue": queue} for name, queue in ROUTES.items()}
+
+
+def make_celery() -> Celery:
+    settings = get_settings()
+    app = Celery("hybridrec", include=["workers.tasks"])
+    app.conf.update(
+        broker_url=settings.broker_url,
+        result_backend=settings.broker_url,
+        task_queues=[Queue(QUEUE_EMBED), Queue(QUEUE_INDEX), Queue(QUEUE_EVENTS)],
+        task_default_queue=QUEUE_INDEX,
+        task_routes=TASK_ROUTES,
+        # A task is acknowledged only after it finished, and a worker that dies mid-task
+        # gives its message back: every task is idempotent, so running it again is safe.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_expires=24 * 3600,
+        task_track_started=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            # An unacknowledged message (its worker was killed) is delivered again after this long.
+            "visibility_timeout": settings.visibility_timeout,
+            "socket_timeout": settings.redis_timeout,
+            "socket_connect_timeout": settings.redis_timeout,
+        },
+        redis_socket_timeout=settings.redis_timeout,
+        redis_socket_connect_timeout=settings.redis_timeout,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+app = make_celery()

