@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from api.errors import problem
 from api.services import services
 from indexer import search
 from indexer.errors import InvalidInput
@@ -27,7 +28,9 @@ def post_events() -> tuple[Response, int]:
         raise InvalidInput(f"{len(raw)} events in one request; the limit is {MAX_EVENTS}")
     valid, errors = validate_events(raw)
     if not valid:
-        return jsonify(accepted=0, errors=[e.as_dict() for e in errors]), 400
+        # The API's one error shape, with the per-event reasons kept as an extension member.
+        detail = "; ".join(message for e in errors for message in e.errors) or "no events in the request"
+        return problem(400, "Invalid events", detail, accepted=0, errors=[e.as_dict() for e in errors]), 400
     svc = services()
     # Durable first: once the task is in the broker the event cannot be lost, then the hot profile.
     task_id = svc.enqueue(RECORD_EVENTS, [event_document(e) for e in valid])

@@ -7,17 +7,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
-    "POPULARITY_SOURCE",
-    "FusedHit",
-    "Hit",
-    "Normalization",
-    "Ranking",
-    "SourceContribution",
-    "apply_popularity_prior",
-    "fuse_linear",
-    "fuse_rrf",
-    "normalize_minmax",
-    "normalize_zscore",
+    "POPULARITY_SOURCE", "FusedHit", "Hit", "Normalization", "Ranking", "SourceContribution",
+    "apply_popularity_prior", "fuse_linear", "fuse_rrf", "normalize_minmax", "normalize_zscore"
 ]
 
 POPULARITY_SOURCE = "popularity"

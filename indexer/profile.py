@@ -11,18 +11,8 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
-    "EVENT_WEIGHTS",
-    "Profile",
-    "UnknownEventType",
-    "apply_event",
-    "decayed_count",
-    "event_weight",
-    "from_bytes",
-    "interest_vector",
-    "query_vector",
-    "rebuild",
-    "session_vector",
-    "to_bytes",
+    "EVENT_WEIGHTS", "Profile", "UnknownEventType", "apply_event", "decayed_count", "event_weight",
+    "from_bytes", "interest_vector", "query_vector", "rebuild", "session_vector", "to_bytes"
 ]
 
 Vector = npt.NDArray[np.float32]
@@ -127,10 +117,9 @@ def apply_event(
     _check_positive("session_half_life_s", session_half_life_s)
     if not math.isfinite(session_gap_s) or session_gap_s < 0.0:
         raise ValueError(f"session_gap_s must be a finite number >= 0, got {session_gap_s}")
-    if not math.isfinite(weight):
-        raise ValueError(f"event weight must be finite, got {weight}")
-    if not math.isfinite(ts):
-        raise ValueError(f"event ts must be finite, got {ts}")
+    for name, value in (("weight", weight), ("ts", ts)):
+        if not math.isfinite(value):
+            raise ValueError(f"event {name} must be finite, got {value}")
     v = _unit(item_vector, profile)
     positive = max(weight, 0.0)
     sid = session_id or None
@@ -138,11 +127,9 @@ def apply_event(
     long_sum, long_weight, updated_ts = _fold(
         profile.long_term, profile.long_weight, profile.updated_ts, v, weight, positive, ts, half_life_s
     )
-
     session, session_mass, session_ts, current_sid = _fold_session(
         profile, v, weight, positive, ts, sid, session_gap_s, session_half_life_s
     )
-
     return Profile(
         long_term=long_sum,
         long_weight=long_weight,
@@ -173,11 +160,7 @@ def session_vector(profile: Profile, *, now: float | None = None, session_gap_s:
 
 
 def query_vector(
-    profile: Profile,
-    *,
-    session_weight: float = 0.3,
-    now: float | None = None,
-    session_gap_s: float = 1800.0,
+    profile: Profile, *, session_weight: float = 0.3, now: float | None = None, session_gap_s: float = 1800.0
 ) -> Vector | None:
     """Normalised blend (1 - session_weight) * long-term + session_weight * session direction.
 
@@ -233,7 +216,7 @@ def to_bytes(profile: Profile) -> dict[str, bytes]:
     }
 
 
-def from_bytes(mapping: Mapping[bytes | str, bytes]) -> Profile:
+def from_bytes(mapping: Mapping[bytes, bytes] | Mapping[str, bytes]) -> Profile:
     """Decode a hash written by to_bytes (keys as bytes or str); an empty hash is an empty profile."""
     fields = {key.decode("utf-8") if isinstance(key, bytes) else key: value for key, value in mapping.items()}
     fmt = fields.get("fmt", _FORMAT.encode("ascii")).decode("ascii")
@@ -244,6 +227,9 @@ def from_bytes(mapping: Mapping[bytes | str, bytes]) -> Profile:
         raw = fields.get(name, b"")
         return float(raw.decode("ascii")) if raw else None
 
+    def integer(name: str) -> int:
+        return int(fields.get(name, b"") or b"0")
+
     return Profile(
         long_term=_vector_from(fields.get("long_term", b""), "long_term"),
         long_weight=number("long_weight") or 0.0,
@@ -251,8 +237,8 @@ def from_bytes(mapping: Mapping[bytes | str, bytes]) -> Profile:
         session_id=fields.get("session_id", b"").decode("utf-8") or None,
         session_ts=number("session_ts"),
         updated_ts=number("updated_ts"),
-        version=int(fields.get("version", b"0").decode("ascii") or 0),
-        event_count=int(fields.get("event_count", b"0").decode("ascii") or 0),
+        version=integer("version"),
+        event_count=integer("event_count"),
         session_mass=number("session_mass") or 0.0,
     )
 
@@ -275,14 +261,8 @@ def _decay(age_s: float, half_life_s: float) -> float:
 
 
 def _fold(
-    state: Vector | None,
-    mass: float,
-    state_ts: float | None,
-    v: npt.NDArray[np.float64],
-    weight: float,
-    positive: float,
-    ts: float,
-    half_life_s: float,
+    state: Vector | None, mass: float, state_ts: float | None,
+    v: npt.NDArray[np.float64], weight: float, positive: float, ts: float, half_life_s: float,
 ) -> tuple[Vector, float, float]:
     # Decay whichever side is older to the newer timestamp; never decay the state backwards in time,
     # which would inflate it.
@@ -296,14 +276,8 @@ def _fold(
 
 
 def _fold_session(
-    profile: Profile,
-    v: npt.NDArray[np.float64],
-    weight: float,
-    positive: float,
-    ts: float,
-    sid: str | None,
-    session_gap_s: float,
-    half_life_s: float,
+    profile: Profile, v: npt.NDArray[np.float64], weight: float, positive: float,
+    ts: float, sid: str | None, session_gap_s: float, half_life_s: float,
 ) -> tuple[Vector, float, float, str | None]:
     current, last_ts = profile.session, profile.session_ts
     if current is None or last_ts is None:

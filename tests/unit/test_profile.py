@@ -33,8 +33,13 @@ def apply(profile: Profile, v: np.ndarray, weight: float, ts: float, session_id:
     return apply_event(profile, v, weight=weight, ts=ts, session_id=session_id, half_life_s=HALF_LIFE)
 
 
+def some(vector: np.ndarray | None) -> np.ndarray:
+    assert vector is not None
+    return vector
+
+
 def cos(a: np.ndarray | None, b: np.ndarray) -> float:
-    assert a is not None
+    a = some(a)
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
@@ -58,8 +63,8 @@ def test_unknown_event_type_raises_and_pickles() -> None:
 
 def test_first_event_sets_direction_and_counters() -> None:
     profile = apply(Profile(), 3.0 * X, event_weight("click"), 100.0)
-    assert np.array_equal(interest_vector(profile), X)  # item vector normalised: weight sets influence
-    np.testing.assert_array_equal(profile.long_term, 2.0 * X)
+    assert np.array_equal(some(interest_vector(profile)), X)  # item vector normalised: weight sets influence
+    np.testing.assert_array_equal(some(profile.long_term), 2.0 * X)
     assert (profile.version, profile.event_count, profile.updated_ts, profile.long_weight) == (1, 1, 100.0, 2.0)
     assert profile.long_term is not None and profile.long_term.dtype == np.float32
 
@@ -94,7 +99,7 @@ def test_only_dislikes_or_cancelled_gives_no_interest() -> None:
 def test_old_event_matters_less_than_fresh_one() -> None:
     # Same weight, X a week (one half-life) before Y: X counts half as much as Y.
     profile = apply(apply(Profile(), X, 2.0, 0.0), Y, 2.0, HALF_LIFE)
-    np.testing.assert_allclose(profile.long_term, [1.0, 2.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(some(profile.long_term), [1.0, 2.0, 0.0], rtol=1e-6)
     assert profile.long_weight == pytest.approx(3.0)
     vector = interest_vector(profile)
     assert vector is not None and vector[1] > vector[0]
@@ -116,7 +121,7 @@ def test_out_of_order_events_match_in_order() -> None:
     late = Profile()
     for v, w, ts in shuffled:
         late = apply(late, v, w, ts, session_id=None)
-    np.testing.assert_allclose(late.long_term, in_order.long_term, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(some(late.long_term), some(in_order.long_term), rtol=1e-5, atol=1e-6)
     assert late.long_weight == pytest.approx(in_order.long_weight)
     assert late.updated_ts == in_order.updated_ts == 20 * DAY
     assert late.version == late.event_count == 5
@@ -124,19 +129,19 @@ def test_out_of_order_events_match_in_order() -> None:
 
 def test_late_event_is_decayed_by_its_own_age() -> None:
     profile = apply(apply(Profile(), X, 2.0, HALF_LIFE), Y, 2.0, 0.0)
-    np.testing.assert_allclose(profile.long_term, [2.0, 1.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(some(profile.long_term), [2.0, 1.0, 0.0], rtol=1e-6)
     assert profile.updated_ts == HALF_LIFE
 
 
 def test_session_accumulates_then_resets_on_new_session_id() -> None:
     profile = apply(Profile(), X, 1.0, 0.0, session_id="s1")
     profile = apply(profile, Y, 1.0, 300.0, session_id="s1")  # one session half-life later
-    np.testing.assert_allclose(profile.session, [0.5, 1.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(some(profile.session), [0.5, 1.0, 0.0], rtol=1e-6)
     assert (profile.session_id, profile.session_ts) == ("s1", 300.0)
     new = apply(profile, Z, 2.0, 310.0, session_id="s2")
-    np.testing.assert_array_equal(new.session, 2.0 * Z)
+    np.testing.assert_array_equal(some(new.session), 2.0 * Z)
     assert new.session_id == "s2"
-    assert np.array_equal(session_vector(new), Z)
+    assert np.array_equal(some(session_vector(new)), Z)
     # The long-term vector keeps everything.
     assert new.long_term is not None and np.all(new.long_term > 0)
 
@@ -144,7 +149,7 @@ def test_session_accumulates_then_resets_on_new_session_id() -> None:
 def test_session_resets_after_gap_and_expires_on_read() -> None:
     profile = apply(Profile(), X, 1.0, 0.0, session_id="s1")
     later = apply(profile, Y, 1.0, 1801.0, session_id="s1")
-    np.testing.assert_array_equal(later.session, Y)
+    np.testing.assert_array_equal(some(later.session), Y)
     assert session_vector(later, now=1801.0 + 1800.0) is not None
     assert session_vector(later, now=1801.0 + 1801.0) is None
 
@@ -152,7 +157,7 @@ def test_session_resets_after_gap_and_expires_on_read() -> None:
 def test_late_event_from_previous_session_leaves_session_alone() -> None:
     profile = apply(Profile(), Y, 1.0, 1000.0, session_id="s2")
     late = apply(profile, X, 1.0, 900.0, session_id="s1")
-    np.testing.assert_array_equal(late.session, profile.session)
+    np.testing.assert_array_equal(some(late.session), profile.session)
     assert late.session_id == "s2"
     assert late.long_term is not None and late.long_term[0] > 0  # but the long term learns from it
 
@@ -162,13 +167,13 @@ def test_query_vector_blends_long_term_and_session() -> None:
     profile = apply(profile, Y, 1.0, 10 * DAY, session_id="new")
     long_dir, session_dir = interest_vector(profile), session_vector(profile)
     assert long_dir is not None and session_dir is not None
-    np.testing.assert_array_equal(session_dir, Y)
+    np.testing.assert_array_equal(some(session_dir), Y)
     blend = query_vector(profile, session_weight=0.3)
     expected = 0.7 * long_dir.astype(np.float64) + 0.3 * Y
-    np.testing.assert_allclose(blend, expected / np.linalg.norm(expected), rtol=1e-6)
-    np.testing.assert_allclose(query_vector(profile, session_weight=0.0), long_dir)
-    np.testing.assert_allclose(query_vector(profile, session_weight=1.0), Y)
-    np.testing.assert_allclose(query_vector(profile, now=20 * DAY), long_dir)  # stale session ignored
+    np.testing.assert_allclose(some(blend), expected / np.linalg.norm(expected), rtol=1e-6)
+    np.testing.assert_allclose(some(query_vector(profile, session_weight=0.0)), long_dir)
+    np.testing.assert_allclose(some(query_vector(profile, session_weight=1.0)), Y)
+    np.testing.assert_allclose(some(query_vector(profile, now=20 * DAY)), long_dir)  # stale session ignored
     assert query_vector(Profile()) is None
     with pytest.raises(ValueError, match="session_weight"):
         query_vector(profile, session_weight=1.5)
@@ -195,7 +200,7 @@ def test_bytes_round_trip_is_exact() -> None:
     assert all(isinstance(value, bytes) for value in encoded.values())
     assert encoded["version"] == b"2"
     assert len(encoded["long_term"]) == 3 * 4
-    assert np.frombuffer(encoded["long_term"], dtype="<f4").tolist() == profile.long_term.tolist()  # type: ignore[union-attr]
+    assert np.frombuffer(encoded["long_term"], dtype="<f4").tolist() == some(profile.long_term).tolist()
     from_str_keys = from_bytes(encoded)
     from_byte_keys = from_bytes({key.encode(): value for key, value in encoded.items()})
     assert from_str_keys == profile

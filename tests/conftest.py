@@ -1,0 +1,137 @@
+"""Shared fixtures. Integration tests use the real embedded Elasticsearch node and Redis (scripts/test.sh
+starts them), their own index prefix and Redis databases, and a real Celery worker subprocess."""
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Isolate the test run from a demo stack on the same node: own prefix, own Redis databases.
+PREFIX = f"hrtest-{secrets.token_hex(3)}"
+os.environ.setdefault("HYBRIDREC_ES_URL", "http://127.0.0.1:9200")
+os.environ["HYBRIDREC_INDEX_PREFIX"] = PREFIX
+os.environ["HYBRIDREC_REDIS_URL"] = os.environ.get("HYBRIDREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+os.environ["HYBRIDREC_BROKER_URL"] = os.environ.get("HYBRIDREC_TEST_BROKER_URL", "redis://127.0.0.1:6379/14")
+os.environ["HYBRIDREC_VISIBILITY_TIMEOUT"] = "8"  # a killed worker's task comes back quickly in tests
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def settings():  # type: ignore[no-untyped-def]
+    from indexer.settings import get_settings
+
+    return get_settings()
+
+
+def drop_test_indices(client) -> None:  # type: ignore[no-untyped-def]
+    """Delete every index of this run (wildcard deletes are refused by default, so name them)."""
+    names = list(client.indices.get(index=f"{PREFIX}-*", ignore_unavailable=True, allow_no_indices=True).body)
+    if names:
+        client.indices.delete(index=names)
+
+
+@pytest.fixture(scope="session")
+def es(settings):  # type: ignore[no-untyped-def]
+    from indexer.clients import make_es
+
+    client = make_es(settings, timeout=30)
+    if not client.ping():
+        pytest.fail(f"no Elasticsearch at {settings.es_url}: run the tests with scripts/test.sh")
+    yield client
+    drop_test_indices(client)
+
+
+@pytest.fixture(scope="session")
+def redis_client(settings):  # type: ignore[no-untyped-def]
+    from indexer.clients import make_redis
+    from redis import Redis
+
+    client = make_redis(settings)
+    client.flushdb()
+    Redis.from_url(settings.broker_url).flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture()
+def fresh(es, redis_client, settings):  # type: ignore[no-untyped-def]
+    """Empty indices (v1 behind each alias) and empty Redis for one test."""
+    from indexer.lifecycle import ensure_indices
+
+    drop_test_indices(es)
+    redis_client.flushdb()
+    ensure_indices(es, settings)
+    yield
+    drop_test_indices(es)
+
+
+class WorkerProcess:
+    """A real `celery worker` subprocess on the test broker."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--loglevel=INFO",
+             "--concurrency=1", "-Q", "embed,index,events", "--hostname", f"{PREFIX}@%h", "--without-gossip",
+             "--without-mingle"],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        from workers.celery_app import app
+
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited early, see {self.log_path}")
+            replies = app.control.ping(timeout=1.0) or []
+            if any(f"{PREFIX}@" in name for reply in replies for name in reply):
+                return
+        raise RuntimeError(f"celery worker did not answer a ping within 90 s, see {self.log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and its pool children)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def worker(es, redis_client, tmp_path_factory):  # type: ignore[no-untyped-def]
+    process = WorkerProcess(tmp_path_factory.mktemp("worker") / "worker.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture()
+def app(settings, es, redis_client):  # type: ignore[no-untyped-def]
+    from api import create_app
+
+    return create_app({"TESTING": True}, settings=settings)
+
+
+@pytest.fixture()
+def client(app):  # type: ignore[no-untyped-def]
+    return app.test_client()
