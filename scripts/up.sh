@@ -12,7 +12,7 @@ log "loading the demo catalog (MovieLens-100K movies from the recbole wheel) thr
 cat <<MSG
 
 hybridrec is up:
-  API            http://127.0.0.1:$API_PORT   (OpenAPI: /openapi.json, metrics: /metrics)
+  API            http://127.0.0.1:$API_PORT   (health: /ready, metrics: /metrics)
   Elasticsearch  http://127.0.0.1:$ES_PORT
   Redis          127.0.0.1:$REDIS_PORT
 Try:
