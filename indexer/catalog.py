@@ -49,6 +49,16 @@ def delete_items(es: Elasticsearch, settings: Settings, ids: Sequence[str], vers
     return delete_documents(es, lifecycle.write_targets(es, settings), ids, version_ms)
 
 
+def load_items(es: Elasticsearch, settings: Settings, ids: Sequence[str]) -> tuple[list[Item], list[str]]:
+    """The stored items with these ids (at their stored version), and the ids that are not in the index."""
+    if not ids:
+        return [], []
+    response = es.mget(index=lifecycle.alias_name(settings, "items"), ids=list(dict.fromkeys(ids)))
+    found = [_doc_to_item(d["_source"], int(d["_version"])) for d in response["docs"] if d.get("found")]
+    missing = [d["_id"] for d in response["docs"] if not d.get("found")]
+    return found, missing
+
+
 def _doc_to_item(source: dict[str, Any], version: int) -> Item:
     fields = {k: v for k, v in source.items() if k in Item.model_fields and k != "version"}
     fields["version"] = version

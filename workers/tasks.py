@@ -39,13 +39,18 @@ def es() -> Elasticsearch:
 
 
 @app.task(name=names.INDEX_ITEMS, bind=True, **RETRY)
-def index_items(self: Task, items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Validate, embed (only changed text) and index a batch; bad items are reported, good ones indexed."""
+def index_items(self: Task, items: list[dict[str, Any] | str]) -> dict[str, Any]:
+    """Validate, embed (only changed text or model) and index a batch of items, or of ids of stored
+    items (to embed them again with the current model); bad items are reported, good ones indexed."""
     settings = get_settings()
-    valid, errors = validate_items(items, max_text_chars=settings.max_text_chars)
+    valid, errors = validate_items([i for i in items if not isinstance(i, str)],
+                                   max_text_chars=settings.max_text_chars)
+    stored, missing = catalog.load_items(es(), settings, [i for i in items if isinstance(i, str)])
+    valid += stored
     result = catalog.index_items(es(), settings, valid, get_encoder(settings)) if valid else catalog.IndexResult()
     out = result.as_dict()
-    out["invalid"] = [e.as_dict() for e in errors]
+    out["invalid"] = [e.as_dict() for e in errors] + [{"index": None, "id": m, "errors": ["id: not in the index"]}
+                                                      for m in missing]
     return out
 
 

@@ -186,3 +186,23 @@ def test_worker_killed_mid_batch_loses_nothing(fresh, worker, es, settings):
     assert es.count(index=alias(settings))["count"] == len(items)
     ids = [h["_id"] for h in es.search(index=alias(settings), size=1000, source=False)["hits"]["hits"]]
     assert sorted(ids) == sorted(i["id"] for i in items)
+
+
+def test_index_items_by_id_and_csv_ingest_in_process(fresh, worker, es, settings, tmp_path):
+    from workers.cli import _read_items, ingest, main
+    from workers.tasks import index_items
+
+    path = tmp_path / "items.csv"
+    path.write_text("id,title,description,category,tags,price,in_stock,version\n"
+                    "c1,Rocket to the moon,Astronauts and a spacecraft,space,space|rocket,12.5,true,1\n"
+                    "c2,Tomato soup,A chef cooks soup,cooking,cooking,3,false,1\n"
+                    "c3,,missing title,cooking,,1,true,1\n")
+    totals = ingest(_read_items(path), sync=True)
+    assert totals["accepted"] == 2 and totals["indexed"] == 2 and totals["embedded"] == 2
+    assert [e["index"] for e in totals["invalid"]] == [2]
+    doc = es.get(index=alias(settings), id="c1")["_source"]
+    assert doc["tags"] == ["space", "rocket"] and doc["price"] == 12.5 and doc["in_stock"] is True
+    # By id: stored items are indexed again at their stored version, without re-embedding.
+    result = index_items.delay(["c1", "c2", "nope"]).get(timeout=120)
+    assert result["indexed"] == 2 and result["embedded"] == 0 and result["invalid"][0]["id"] == "nope"
+    assert main(["indices"]) == 0
