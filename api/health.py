@@ -1,10 +1,12 @@
 """Liveness, readiness (Elasticsearch and Redis answer) and Prometheus metrics."""
 from __future__ import annotations
 
+import os
 import time
 
 from flask import Blueprint, Response, g, jsonify, request
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import multiprocess
 
 from api.services import services
 
@@ -57,4 +59,10 @@ def ready() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 def metrics() -> Response:
+    """Prometheus metrics. Under gunicorn (several processes) the stack sets PROMETHEUS_MULTIPROC_DIR and
+    every process's samples are aggregated here; otherwise this process's registry is served."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
     return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)

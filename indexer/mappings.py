@@ -32,8 +32,6 @@ def index_definition(kind: str, settings: Settings) -> dict[str, Any]:
     if kind == "items":
         options = body["mappings"]["properties"]["embedding"]["index_options"]
         options["type"] = settings.vector_index_type
-        if settings.vector_index_type == "bbq_hnsw":
-            options.pop("confidence_interval", None)
     return body
 
 

@@ -51,8 +51,11 @@ start_worker() {
 start_api() {
   if pid_alive "$RUN/api.pid"; then log "API already running"; return; fi
   log "starting the API with gunicorn on 127.0.0.1:$API_PORT"
+  # Metrics from every gunicorn worker process are aggregated through this folder (emptied per start).
+  export PROMETHEUS_MULTIPROC_DIR="$STATE_DIR/prometheus"
+  rm -rf "$PROMETHEUS_MULTIPROC_DIR"; mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
   "$VENV/bin/gunicorn" --bind "127.0.0.1:$API_PORT" --workers "${HYBRIDREC_API_WORKERS:-2}" --threads 4 \
-    --timeout 30 --pid "$RUN/api.pid" --access-logfile "$STATE_DIR/logs/api-access.log" \
+    --timeout 30 --pid "$RUN/api.pid" --config "$REPO_ROOT/scripts/gunicorn_conf.py" --access-logfile "$STATE_DIR/logs/api-access.log" \
     --error-logfile "$STATE_DIR/logs/api.log" --daemon "api:create_app()"
   wait_for "api" 90 api_answers || die "API did not answer on 127.0.0.1:$API_PORT (log: $STATE_DIR/logs/api.log)"
 }
