@@ -7,6 +7,7 @@ from typing import Any
 from celery.result import AsyncResult
 from flask import Blueprint, Response, jsonify, request
 
+from api.errors import problem
 from api.services import services
 from indexer import lifecycle
 from indexer.documents import validate_items
@@ -30,7 +31,8 @@ def _enqueue_items(raw: list[Any]) -> tuple[Response, int]:
     svc = services()
     valid, errors = validate_items(raw, max_text_chars=svc.settings.max_text_chars, stamp_missing=True)
     if not valid:
-        return jsonify(accepted=0, task_ids=[], errors=[e.as_dict() for e in errors]), 400
+        detail = "; ".join(f"item {e.index}: {m}" for e in errors for m in e.errors) or "no items in the request"
+        return problem(400, "Invalid items", detail, accepted=0, task_ids=[], errors=[e.as_dict() for e in errors]), 400
     payload = [item.model_dump(mode="json", exclude_none=True) for item in valid]
     task_ids = [svc.enqueue(INDEX_ITEMS, payload[i:i + TASK_BATCH]) for i in range(0, len(payload), TASK_BATCH)]
     return jsonify(accepted=len(valid), task_ids=task_ids, errors=[e.as_dict() for e in errors]), 202

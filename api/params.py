@@ -13,7 +13,9 @@ MAX_PAGE = 20
 
 
 class ReadParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # "inf" and "nan" parse as floats; refuse them here rather than let them reach Elasticsearch
+    # (an infinite price bound is not valid JSON) or make every bound check false.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     k: Annotated[int, Field(ge=1, le=MAX_K)] = 10
     page: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 1

@@ -18,7 +18,9 @@ from indexer.lifecycle import alias_name
 from indexer.profile import query_vector
 from indexer.profile_store import ProfileStore
 
-RECO_CACHE_TTL_S = 300
+# A cold-start answer is trending items, which move with everyone's events and no profile version
+# tracks them: keep it only briefly.
+COLD_CACHE_TTL_S = 10
 QVEC_CACHE_TTL_S = 24 * 3600
 
 
@@ -46,7 +48,8 @@ class Engine:
         profile = self.store.load(user_id) if user_id else None
         version = profile.version if profile else 0
         cache_key = self._cache_key(user_id, version, params, anchor_id)
-        cached = self.svc.redis.get(cache_key)
+        ttl = self.svc.settings.reco_cache_ttl
+        cached = self.svc.redis.get(cache_key) if ttl else None
         if cached:
             body = json.loads(cached)
             body["cached"] = True
@@ -65,7 +68,9 @@ class Engine:
             body = self._hybrid(params, filters, size, user_id, user_vec, q_vec)
         body.update(user_id=user_id, profile_version=version, cached=False,
                     took_ms=round((time.perf_counter() - started) * 1000, 2))
-        self.svc.redis.set(cache_key, json.dumps(body), ex=RECO_CACHE_TTL_S)
+        if ttl:
+            ttl = min(ttl, COLD_CACHE_TTL_S) if body["cold_start"] else ttl
+            self.svc.redis.set(cache_key, json.dumps(body), ex=ttl)
         return body
 
     def _cache_key(self, user_id: str | None, version: int, params: ReadParams, anchor: str | None) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
 from elasticsearch import Elasticsearch
@@ -17,6 +17,9 @@ from indexer.profile import EVENT_WEIGHTS
 from indexer.settings import Settings
 
 Id = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+# Decay and trending weigh an event by its timestamp, so one event dated far ahead would outweigh all
+# real ones for good (pinning an item atop trending, freezing a profile). Allow only clock skew.
+MAX_FUTURE_SKEW = timedelta(minutes=5)
 
 
 class Event(BaseModel):
@@ -69,6 +72,10 @@ def validate_events(raw: Iterable[Any], now: datetime | None = None) -> tuple[li
         except ValidationError as exc:
             errors.append(ItemError(index, None, [f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}"
                                                   for e in exc.errors()]))
+            continue
+        if event.ts is not None and event.ts > now + MAX_FUTURE_SKEW:
+            errors.append(ItemError(index, None, [f"ts: {event.ts.isoformat()} is in the future (more than "
+                                                  f"{MAX_FUTURE_SKEW.seconds // 60} minutes ahead of the server clock)"]))
             continue
         event = event.model_copy(update={"ts": event.ts or now, "event_id": event.event_id or uuid.uuid4().hex})
         valid.append(event)

@@ -77,8 +77,11 @@ class ProfileStore:
         pipe.zadd(seen, {event.item_id: event.ts}, gt=True)  # GT still adds new members; it keeps the newest ts
         pipe.zremrangebyscore(seen, "-inf", time.time() - self.seen_window_s)
         pipe.expire(seen, int(self.seen_window_s) + 60)
+        history = self._key("history", user_id)
+        if event.weight < 0:
+            # History explains hits ("because you liked X"): an item the user has since disliked must not.
+            pipe.lrem(history, 0, event.item_id)
         if event.weight > 0:
-            history = self._key("history", user_id)
             pipe.lpush(history, event.item_id)
             pipe.ltrim(history, 0, HISTORY_LEN - 1)
             exponent = min((event.ts - TRENDING_EPOCH) / self.half_life_s, 1000.0)

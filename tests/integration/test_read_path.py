@@ -175,8 +175,11 @@ def test_cold_start_is_trending_then_personal_from_the_first_event(client, catal
 
 @pytest.mark.parametrize("fusion", ["rrf", "linear"])
 def test_explain_adds_up(client, catalog, fusion):
-    send(client, ("eve", "space-1", "like"), ("eve", "cook-1", "purchase"))
+    # space-2 was liked, then disliked: it must no longer be offered as a reason.
+    send(client, ("eve", "space-1", "like"), ("eve", "space-2", "like"), ("eve", "cook-1", "purchase"),
+         ("eve", "space-2", "dislike"))
     body = get(client, "/v1/search", q="garden", user_id="eve", fusion=fusion, explain="true", k=10)
+    assert {"space", "cook", "garden"} <= {theme(i) for i in ids(body)}, ids(body)
     assert body["retrievers"] == ["bm25", "query_knn", "user_knn"]
     items = body["items"]
     assert len(items) == 10
@@ -247,11 +250,14 @@ INVALID = [
     ("get", "/v1/users/u1/recommendations?price_min=50&price_max=10", None, "price_min (50.0) is greater than price_max"),
     ("get", "/v1/users/u1/recommendations?fusion=foo", None, "fusion"),
     ("get", "/v1/users/u1/recommendations?in_stock=maybe", None, "in_stock"),
+    ("get", "/v1/users/u1/recommendations?price_max=inf", None, "price_max: Input should be a finite number"),
     ("get", "/v1/search?q=%20%20", None, "q (the search text) is required"),
     ("get", "/v1/search", None, "q (the search text) is required"),
     ("get", "/v1/items/space-1/similar?q=rockets", None, "similar items take neither q nor user_id"),
     ("post", "/v1/events", {"user_id": "u1", "item_id": "space-1", "type": "teleport"}, "unknown event type 'teleport'"),
     ("post", "/v1/events", {"user_id": "u1", "type": "like"}, "item_id"),
+    ("post", "/v1/events", {"user_id": "u1", "item_id": "space-1", "type": "like", "ts": "2100-01-01T00:00:00Z"},
+     "is in the future"),
     ("post", "/v1/events", b'{"user_id": "u1", "item_id": ', "must be JSON"),
 ]
 
