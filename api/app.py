@@ -11,7 +11,7 @@ from indexer.settings import Settings, load_settings
 
 def create_app(config: dict[str, Any] | None = None, settings: Settings | None = None) -> Flask:
     """Build the API. `settings` defaults to the HYBRIDREC_* environment (validated here, at start-up)."""
-    from api import errors, events, health, items, recommendations
+    from api import errors, events, health, items, openapi, recommendations
     from api.services import build_services
 
     settings = settings or load_settings()
@@ -22,6 +22,6 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     app.extensions["hybridrec"] = build_services(settings)
     logging.basicConfig(level=logging.INFO)
     errors.init_app(app)
-    for module in (health, items, events, recommendations):
+    for module in (health, items, events, recommendations, openapi):
         app.register_blueprint(module.bp)
     return app

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from indexer.encoder import item_text, text_hash
 
@@ -26,9 +26,9 @@ class Item(BaseModel):
     description: StrictStr = ""
     category: Annotated[StrictStr, Field(max_length=256)] | None = None
     tags: Annotated[list[Annotated[StrictStr, Field(min_length=1, max_length=128)]], Field(max_length=MAX_TAGS)] = []
-    price: Annotated[StrictFloat | StrictInt, Field(ge=0)] | None = None
+    price: Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)] | None = None
     in_stock: StrictBool = True
-    popularity: Annotated[StrictFloat | StrictInt, Field(ge=0)] = 0.0
+    popularity: Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)] = 0.0
     created_at: datetime | None = None
     updated_at: datetime | None = None
     version: Annotated[StrictInt, Field(ge=0)] | None = None

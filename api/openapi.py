@@ -1,0 +1,117 @@
+"""The OpenAPI 3.1 document the app serves at /openapi.json, built with apispec from the pydantic models
+that validate requests (so the document and the validation cannot drift apart)."""
+from __future__ import annotations
+
+from typing import Any
+
+from apispec import APISpec
+from flask import Blueprint, Response, current_app, jsonify
+
+from api.params import LIST_PARAMS, ReadParams
+from indexer.documents import Item
+from indexer.events import Event
+
+bp = Blueprint("openapi", __name__)
+
+PROBLEM = {"type": "object", "required": ["title", "status", "detail"], "properties": {
+    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+    "detail": {"type": "string"}, "errors": {"type": "array"}}}
+JSON_OBJECT = {"type": "object"}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+def _ok(description: str, status: str = "200") -> dict[str, Any]:
+    return {status: {"description": description, "content": {"application/json": {"schema": JSON_OBJECT}}},
+            "400": _problem("invalid request"), "503": _problem("a backend did not answer in time")}
+
+
+def _read_parameters(exclude: set[str]) -> list[dict[str, Any]]:
+    """Query parameters from ReadParams' JSON schema; list parameters repeat (or take commas)."""
+    params = []
+    for name, schema in ReadParams.model_json_schema()["properties"].items():
+        if name in exclude:
+            continue
+        schema = dict(schema)
+        schema.pop("title", None)
+        if "anyOf" in schema:  # Optional[X]: the parameter is simply left out for None
+            inner = next(s for s in schema.pop("anyOf") if s.get("type") != "null")
+            schema = {**inner, **{k: v for k, v in schema.items() if k != "default" or v is not None}}
+            if schema.get("default") is None:
+                schema.pop("default", None)
+        if name in LIST_PARAMS:
+            schema.pop("default", None)
+        params.append({"name": name, "in": "query", "required": False, "schema": schema,
+                       **({"style": "form", "explode": True} if name in LIST_PARAMS else {})})
+    return params
+
+
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": r"^[^\s/]+$"}}
+
+
+def build_spec() -> dict[str, Any]:
+    spec = APISpec(title="hybridrec", version="0.1.0", openapi_version="3.1.0",
+                   info={"description": "Real-time hybrid recommendations on Elasticsearch"})
+    spec.components.schema("Problem", PROBLEM)
+    spec.components.schema("Item", Item.model_json_schema(ref_template="#/components/schemas/{model}"))
+    spec.components.schema("Event", Event.model_json_schema(ref_template="#/components/schemas/{model}"))
+    item_ref = {"$ref": "#/components/schemas/Item"}
+    event_ref = {"$ref": "#/components/schemas/Event"}
+
+    def body(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+    spec.path("/health", operations={"get": {"summary": "Liveness", "responses": {"200": {"description": "up"}}}})
+    spec.path("/ready", operations={"get": {"summary": "Readiness (Elasticsearch and Redis answer)", "responses": {
+        "200": {"description": "ready"}, "503": {"description": "not ready"}}}})
+    spec.path("/metrics", operations={"get": {"summary": "Prometheus metrics",
+                                              "responses": {"200": {"description": "text exposition format"}}}})
+    spec.path("/v1/items/{item_id}", parameters=[_path_param("item_id")], operations={
+        "put": {"summary": "Create or replace one item (enqueued)", "requestBody": body(item_ref),
+                "responses": _ok("accepted", "202")},
+        "delete": {"summary": "Delete one item (enqueued)", "responses": _ok("accepted", "202")}})
+    spec.path("/v1/items/bulk", operations={"post": {
+        "summary": "Index a batch of items (enqueued); bad items are reported one by one",
+        "requestBody": body({"oneOf": [{"type": "array", "items": item_ref, "maxItems": 5000},
+                                       {"type": "object", "required": ["items"], "properties": {
+                                           "items": {"type": "array", "items": item_ref, "maxItems": 5000}}}]}),
+        "responses": _ok("accepted", "202")}})
+    spec.path("/v1/events", operations={"post": {
+        "summary": "Record events; the user's profile changes at once",
+        "requestBody": body({"oneOf": [event_ref, {"type": "array", "items": event_ref, "maxItems": 1000},
+                                       {"type": "object", "required": ["events"], "properties": {
+                                           "events": {"type": "array", "items": event_ref, "maxItems": 1000}}}]}),
+        "responses": _ok("accepted", "202")}})
+    spec.path("/v1/users/{user_id}/recommendations", parameters=[_path_param("user_id")], operations={"get": {
+        "summary": "Recommendations for a user (trending on cold start)",
+        "parameters": _read_parameters({"user_id"}), "responses": _ok("ranked items")}})
+    spec.path("/v1/search", operations={"get": {
+        "summary": "Hybrid search, personalised when user_id is given",
+        "parameters": [p if p["name"] != "q" else {**p, "required": True, "schema": {**p["schema"], "minLength": 1}}
+                       for p in _read_parameters(set())],
+        "responses": _ok("ranked items")}})
+    spec.path("/v1/items/{item_id}/similar", parameters=[_path_param("item_id")], operations={"get": {
+        "summary": "Items similar to one item (the item itself excluded)",
+        "parameters": _read_parameters({"q", "user_id"}),
+        "responses": {**_ok("ranked items"), "404": _problem("unknown item")}}})
+    spec.path("/v1/admin/reindex", operations={"post": {"summary": "Rebuild the items index (task)",
+                                                        "responses": _ok("task enqueued", "202")}})
+    spec.path("/v1/admin/rollback", operations={"post": {"summary": "Alias back to the previous version (task)",
+                                                         "responses": _ok("task enqueued", "202")}})
+    spec.path("/v1/admin/indices", operations={"get": {"summary": "Index versions and counts",
+                                                       "responses": _ok("versions")}})
+    spec.path("/v1/tasks/{task_id}", parameters=[_path_param("task_id")], operations={"get": {
+        "summary": "Task state, progress and result", "responses": _ok("task")}})
+    return spec.to_dict()
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    cached = current_app.extensions.get("hybridrec_openapi")
+    if cached is None:
+        cached = current_app.extensions["hybridrec_openapi"] = build_spec()
+    return jsonify(cached)
