@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,6 +112,12 @@ class ProfileStore:
             for event in sorted(events, key=lambda e: e.ts):
                 self._side_effects(pipe, user_id, event)
             pipe.execute()
+
+    def user_ids(self) -> Iterator[str]:
+        """Every user with a profile (SCAN: never blocks Redis)."""
+        head = len(f"{self.prefix}:profile:")
+        for key in self.redis.scan_iter(match=f"{self.prefix}:profile:*", count=1000):
+            yield key.decode()[head:]
 
     def clear_trending(self) -> None:
         self.redis.delete(f"{self.prefix}:trending")

@@ -1,8 +1,9 @@
-"""Rebuild every user profile (and trending) in Redis from the events index, the source of truth."""
+"""Rebuild every user profile (and trending) in Redis from the events index, the source of truth; snapshot
+profiles into the users index."""
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from elasticsearch import Elasticsearch
@@ -36,3 +37,35 @@ def rebuild_profiles(es: Elasticsearch, settings: Settings) -> dict[str, Any]:
         profile.event_count = len(events)
         store.replace(user_id, profile, events)
     return {"users": len(per_user), "events": sum(len(v) for v in per_user.values())}
+
+
+def snapshot_profiles(es: Elasticsearch, settings: Settings, batch: int = 500) -> dict[str, Any]:
+    """Copy every Redis profile into the users index (for inspection in Kibana); idempotent per version."""
+    from elasticsearch.helpers import streaming_bulk
+
+    from indexer.profile import interest_vector, session_vector
+
+    store = ProfileStore(make_redis(settings), settings)
+    index = alias_name(settings, "users")
+
+    def actions():  # type: ignore[no-untyped-def]
+        for user_id in store.user_ids():
+            profile = store.load(user_id)
+            if profile is None:
+                continue
+            doc: dict[str, Any] = {"user_id": user_id, "version": profile.version, "event_count": profile.event_count,
+                                   "recent_items": store.history(user_id)[:20]}
+            if profile.updated_ts is not None:
+                doc["updated_at"] = datetime.fromtimestamp(profile.updated_ts, tz=timezone.utc).isoformat()
+            for field, vector in (("long_term", interest_vector(profile)), ("session", session_vector(profile))):
+                if vector is not None:
+                    doc[field] = [float(x) for x in vector]
+            # External version = profile version: an older snapshot never replaces a newer one.
+            yield {"_index": index, "_id": user_id, "_source": doc, "version": profile.version,
+                   "version_type": "external_gte"}
+
+    written = failed = 0
+    for ok, _ in streaming_bulk(es, actions(), chunk_size=batch, raise_on_error=False, max_retries=3):
+        written += int(ok)
+        failed += int(not ok)
+    return {"written": written, "failed": failed}

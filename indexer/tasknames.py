@@ -5,6 +5,7 @@ DELETE_ITEMS = "hybridrec.delete_items"
 REINDEX = "hybridrec.reindex"
 ROLLBACK = "hybridrec.rollback"
 RECORD_EVENTS = "hybridrec.record_events"
+SNAPSHOT_PROFILES = "hybridrec.snapshot_profiles"
 
 QUEUE_EMBED = "embed"     # index_items, reindex: heavy, the encoder runs here
 QUEUE_INDEX = "index"     # delete_items, rollback: light catalog writes that must not wait behind a reindex
@@ -16,4 +17,5 @@ ROUTES = {
     DELETE_ITEMS: QUEUE_INDEX,
     ROLLBACK: QUEUE_INDEX,
     RECORD_EVENTS: QUEUE_EVENTS,
+    SNAPSHOT_PROFILES: QUEUE_INDEX,
 }

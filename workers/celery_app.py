@@ -5,7 +5,7 @@ from celery import Celery
 from kombu import Queue
 
 from indexer.settings import get_settings
-from indexer.tasknames import QUEUE_EMBED, QUEUE_EVENTS, QUEUE_INDEX, ROUTES
+from indexer.tasknames import QUEUE_EMBED, QUEUE_EVENTS, QUEUE_INDEX, ROUTES, SNAPSHOT_PROFILES
 
 TASK_ROUTES = {name: {"queue": queue} for name, queue in ROUTES.items()}
 
@@ -39,6 +39,8 @@ def make_celery() -> Celery:
         redis_socket_timeout=settings.redis_timeout,
         redis_socket_connect_timeout=settings.redis_timeout,
         worker_hijack_root_logger=False,
+        # Only with `celery -A workers.celery_app beat`: profiles land in the users index every 10 minutes.
+        beat_schedule={"snapshot-profiles": {"task": SNAPSHOT_PROFILES, "schedule": 600.0}},
     )
     return app
 

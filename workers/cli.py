@@ -184,6 +184,14 @@ def cmd_profiles_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profiles_snapshot(args: argparse.Namespace) -> int:
+    from indexer.rebuild import snapshot_profiles
+
+    settings = get_settings()
+    print(json.dumps(snapshot_profiles(make_es(settings, timeout=60), settings)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybridrec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -204,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     profiles = sub.add_parser("profiles", help="user profiles").add_subparsers(dest="action", required=True)
     profiles.add_parser("rebuild", help="rebuild every profile from the events index").set_defaults(
         func=cmd_profiles_rebuild)
+    profiles.add_parser("snapshot", help="copy Redis profiles into the users index (Kibana)").set_defaults(
+        func=cmd_profiles_snapshot)
     return parser
 
 

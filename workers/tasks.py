@@ -89,3 +89,11 @@ def record_events(self: Task, events: list[dict[str, Any]]) -> dict[str, Any]:
     if report.failed:
         log.error("record_events: %d events failed: %s", len(report.failed), report.failed[:3])
     return {"written": report.ok, "failed": report.failed}
+
+
+@app.task(name=names.SNAPSHOT_PROFILES, bind=True, **RETRY)
+def snapshot_profiles(self: Task) -> dict[str, Any]:
+    """Copy Redis profiles into the users index for inspection (run periodically by celery beat)."""
+    from indexer.rebuild import snapshot_profiles as snapshot
+
+    return snapshot(es(), get_settings())
