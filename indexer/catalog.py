@@ -78,8 +78,8 @@ def reindex(es: Elasticsearch, settings: Settings, encoder: Encoder, progress: P
     done = 0
     try:
         pending: list[dict[str, Any]] = []
-        hits = scan(es, index=source, query={"query": {"match_all": {}}}, size=batch, version=True,
-                    source_includes=["*", "embedding"], scroll="5m", request_timeout=60)
+        hits = scan(es.options(request_timeout=60), index=source, query={"query": {"match_all": {}}}, size=batch,
+                    version=True, source_includes=["*", "embedding"], scroll="5m")
         for hit in hits:
             pending.append(hit)
             if len(pending) >= batch:

@@ -291,3 +291,13 @@ def test_recommendations_are_cached_until_the_next_event(client, catalog):
     assert after["cached"] is False and after["profile_version"] == 2
     assert "garden-1" not in ids(after) and ids(after) != ids(first)
     assert recs(client, "fay", k=5)["cached"] is True
+
+
+def test_mmr_diversifies_the_list_and_paging_does_not_repeat(client, catalog):
+    send(client, ("dee", "space-1", "like"), ("dee", "space-3", "like"))
+    plain = recs(client, "dee", k=6)
+    diverse = recs(client, "dee", k=6, mmr_lambda=0.1)
+    assert len({theme(i) for i in ids(diverse)}) > len({theme(i) for i in ids(plain)}), (ids(plain), ids(diverse))
+    assert ids(diverse)[0] == ids(plain)[0]  # the most relevant item still leads
+    page_two = recs(client, "dee", k=6, page=2)
+    assert len(ids(page_two)) == 6 and not set(ids(page_two)) & set(ids(plain))
