@@ -47,6 +47,8 @@ class ReadParams(BaseModel):
     def _price_range(self) -> "ReadParams":
         if self.price_min is not None and self.price_max is not None and self.price_min > self.price_max:
             raise ValueError(f"price_min ({self.price_min}) is greater than price_max ({self.price_max})")
+        if self.w_bm25 == self.w_user == self.w_query == 0:
+            raise ValueError("at least one of w_bm25, w_user, w_query must be greater than 0")
         return self
 
     def filters(self, extra_exclude: tuple[str, ...] = ()) -> Filters:

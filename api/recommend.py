@@ -59,10 +59,14 @@ class Engine:
         if user_id and params.exclude_seen:
             exclude += tuple(self.store.seen(user_id))
         filters = params.filters(exclude)
-        user_vec = query_vector(profile, now=time.time()) if profile else None
-        q_vec = self.embed_query(params.q) if params.q else anchor_vector
+        # A source whose weight is 0 is switched off: it is neither embedded nor searched.
+        user_vec = query_vector(profile, now=time.time()) if profile and params.w_user > 0 else None
+        if params.w_query > 0:
+            q_vec = self.embed_query(params.q) if params.q else anchor_vector
+        else:
+            q_vec = None
         size = params.k * params.page
-        if user_vec is None and q_vec is None:
+        if user_vec is None and q_vec is None and not (params.q and params.w_bm25 > 0):
             body = self._cold_start(filters, params, size)
         else:
             body = self._hybrid(params, filters, size, user_id, user_vec, q_vec)
@@ -81,7 +85,8 @@ class Engine:
                 user_vec: np.ndarray | None, q_vec: np.ndarray | None) -> dict[str, Any]:
         want_vectors = params.mmr_lambda is not None or params.explain
         depth = max(size * 3, 50) if params.mmr_lambda is not None else size
-        retrieval = search.retrieve(self.svc.es, self.index, filters=filters, size=depth, text=params.q,
+        text = params.q if params.w_bm25 > 0 else None
+        retrieval = search.retrieve(self.svc.es, self.index, filters=filters, size=depth, text=text,
                                     user_vector=user_vec, query_vector=q_vec, with_vectors=want_vectors)
         weights = {name: w for name, w in params.weights().items() if name in retrieval.rankings}
         if params.fusion == "rrf":

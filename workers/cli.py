@@ -192,6 +192,12 @@ def cmd_profiles_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from eval.cli import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybridrec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -214,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_profiles_rebuild)
     profiles.add_parser("snapshot", help="copy Redis profiles into the users index (Kibana)").set_defaults(
         func=cmd_profiles_snapshot)
+    p = sub.add_parser("eval", help="offline evaluation of the strategies (see eval/)")
+    from eval.cli import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_eval)
     return parser
 
 
