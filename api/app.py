@@ -11,7 +11,7 @@ from indexer.settings import Settings, load_settings
 
 def create_app(config: dict[str, Any] | None = None, settings: Settings | None = None) -> Flask:
     """Build the API. `settings` defaults to the HYBRIDREC_* environment (validated here, at start-up)."""
-    from api import errors, events, health, items, openapi, recommendations
+    from api import auth, errors, events, health, items, openapi, recommendations
     from api.services import build_services
 
     settings = settings or load_settings()
@@ -21,7 +21,9 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
         app.config.update(config)
     app.extensions["hybridrec"] = build_services(settings)
     logging.basicConfig(level=logging.INFO)
+    logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # one line per ES request is noise
     errors.init_app(app)
+    app.extensions["hybridrec_limiter"] = auth.init_app(app, settings)
     for module in (health, items, events, recommendations, openapi):
         app.register_blueprint(module.bp)
     return app

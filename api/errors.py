@@ -15,7 +15,18 @@ from indexer.errors import BackendUnavailable, Conflict, HybridrecError, Invalid
 
 log = logging.getLogger(__name__)
 
-STATUS = {InvalidInput: 400, NotFound: 404, Conflict: 409, BackendUnavailable: 503}
+
+
+class Unauthorized(HybridrecError):
+    """No valid API key (HTTP 401)."""
+
+
+class Forbidden(HybridrecError):
+    """The key lacks the scope the endpoint needs (HTTP 403)."""
+
+
+STATUS = {InvalidInput: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409,
+          BackendUnavailable: 503}
 
 
 def problem(status: int, title: str, detail: str, **extra: object) -> Response:

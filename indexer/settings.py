@@ -57,6 +57,11 @@ class Settings(BaseSettings):
                                 description="seconds a recommendation response is cached per profile version; 0 disables")
     api_host: str = Field("127.0.0.1", description="gunicorn bind address used by the stack scripts")
     api_port: int = Field(8000, ge=1, le=65535)
+    api_keys: str | None = Field(
+        None, description="API keys, 'name:secret:scope+scope' separated by ';' (scopes: read, write, admin). "
+                          "Unset: the API is open (development only; a warning is logged)")
+    open_reads: bool = Field(False, description="with API keys set, let read endpoints through without a key")
+    rate_limit: str = Field("200/second", description="per API key (or client address), Flask-Limiter syntax")
 
     @field_validator("es_url")
     @classmethod
@@ -64,6 +69,13 @@ class Settings(BaseSettings):
         for url in value.split(","):
             if not url.strip().startswith(("http://", "https://")):
                 raise ValueError(f"must start with http:// or https://, got {url!r}")
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, value: str | None) -> str | None:
+        if value:
+            parse_api_keys(value)
         return value
 
     @model_validator(mode="after")
@@ -87,6 +99,28 @@ class Settings(BaseSettings):
     @property
     def users_alias(self) -> str:
         return f"{self.index_prefix}-users"
+
+
+SCOPES = ("read", "write", "admin")
+
+
+def parse_api_keys(value: str) -> dict[str, tuple[str, frozenset[str]]]:
+    """'name:secret:read+write;ops:secret2:admin' -> {name: (secret, scopes)}; raises ValueError."""
+    keys: dict[str, tuple[str, frozenset[str]]] = {}
+    for entry in filter(None, (e.strip() for e in value.split(";"))):
+        parts = entry.split(":")
+        if len(parts) != 3:
+            raise ValueError(f"API key entry {parts[0]!r}... must be name:secret:scopes")
+        name, secret, scope_text = parts
+        scopes = frozenset(s.strip() for s in scope_text.split("+") if s.strip())
+        if not name or len(secret) < 16:
+            raise ValueError(f"API key {name!r}: needs a name and a secret of at least 16 characters")
+        if not scopes or not scopes <= set(SCOPES):
+            raise ValueError(f"API key {name!r}: scopes must be among {SCOPES}, got {sorted(scopes)}")
+        if name in keys:
+            raise ValueError(f"API key name {name!r} appears twice")
+        keys[name] = (secret, scopes)
+    return keys
 
 
 class SettingsError(RuntimeError):

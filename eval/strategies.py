@@ -1,0 +1,71 @@
+"""The strategies compared side by side, as ReadParams for the real engine (or popularity / ALS)."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["LINEAR_W_BM25", "LINEAR_W_USER", "MAX_QUERY_CHARS", "Strategy", "default_strategies", "history_text"]
+
+MAX_QUERY_CHARS = 1000  # ReadParams.q's limit
+
+# Linear fusion adds min-max normalised scores, so the weights are the share each source gets of the
+# fused score. The user vector summarises the whole history while BM25 on a bag of titles mostly
+# matches shared title words ("the", "of", sequel numbers), so the vector leads and BM25 only
+# reorders near-ties. Checked on the validation split, never on test (see eval/README.md).
+LINEAR_W_USER = 1.0
+LINEAR_W_BM25 = 0.3
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One row of the table. kind "engine" goes through api.recommend.Engine with `params`."""
+
+    name: str
+    kind: Literal["popularity", "engine", "als"]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    history_query: bool = False  # send the user's recent history titles as q
+
+    def describe(self) -> str:
+        if self.kind != "engine":
+            return self.kind
+        shown = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"engine({shown}{', q=history titles' if self.history_query else ''})"
+
+
+def default_strategies(linear_w_bm25: float = LINEAR_W_BM25, linear_w_user: float = LINEAR_W_USER,
+                       als: bool = True) -> list[Strategy]:
+    """Popularity, BM25 only, vector only, hybrid RRF, hybrid linear and (optionally) ALS.
+
+    A weight of 0 switches a source off in the engine. No strategy uses the query-vector kNN: the
+    query here is a bag of titles, whose embedding only restates the user vector at the cost of one
+    encoder call per request. Both hybrids use the same two sources, so they differ only in fusion.
+    """
+    out = [
+        Strategy("popularity", "popularity"),
+        Strategy("bm25", "engine", {"w_bm25": 1.0, "w_user": 0.0, "w_query": 0.0}, history_query=True),
+        Strategy("vector", "engine", {"w_bm25": 0.0, "w_user": 1.0, "w_query": 0.0}),
+        Strategy("hybrid-rrf", "engine", {"fusion": "rrf", "w_bm25": 1.0, "w_user": 1.0, "w_query": 0.0},
+                 history_query=True),
+        Strategy("hybrid-linear", "engine", {"fusion": "linear", "normalization": "minmax",
+                                             "w_bm25": linear_w_bm25, "w_user": linear_w_user, "w_query": 0.0},
+                 history_query=True),
+    ]
+    if als:
+        out.append(Strategy("als", "als"))
+    return out
+
+
+def history_text(titles: Sequence[str], limit: int = MAX_QUERY_CHARS) -> str:
+    """Titles newest first, joined, cut at a title boundary so that the text fits in `limit` characters."""
+    text = ""
+    for title in titles:
+        title = " ".join(title.split())
+        candidate = f"{text}; {title}" if text else title
+        if len(candidate) > limit:
+            break
+        text = candidate
+    # A single title longer than the limit still yields a query, cut at a word boundary.
+    if not text and titles:
+        text = " ".join(titles[0].split())[:limit].rsplit(" ", 1)[0]
+    return text
