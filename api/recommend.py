@@ -45,7 +45,7 @@ class Engine:
     def recommend(self, user_id: str | None, params: ReadParams, *, anchor_vector: np.ndarray | None = None,
                   anchor_id: str | None = None) -> dict[str, Any]:
         started = time.perf_counter()
-        profile = self.store.load(user_id) if user_id else None
+        profile, seen = self.store.load_with_seen(user_id) if user_id else (None, [])
         version = profile.version if profile else 0
         cache_key = self._cache_key(user_id, version, params, anchor_id)
         ttl = self.svc.settings.reco_cache_ttl
@@ -57,7 +57,7 @@ class Engine:
 
         exclude: tuple[str, ...] = (anchor_id,) if anchor_id else ()
         if user_id and params.exclude_seen:
-            exclude += tuple(self.store.seen(user_id))
+            exclude += tuple(seen)
         filters = params.filters(exclude)
         # A source whose weight is 0 is switched off: it is neither embedded nor searched.
         user_vec = query_vector(profile, now=time.time()) if profile and params.w_user > 0 else None

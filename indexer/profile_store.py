@@ -41,6 +41,15 @@ class ProfileStore:
         raw = self.redis.hgetall(self._key("profile", user_id))
         return from_bytes(raw) if raw else None
 
+    def load_with_seen(self, user_id: str, now: float | None = None) -> tuple[Profile | None, list[str]]:
+        """Profile and seen items in one Redis round trip (the read path's first step)."""
+        now = now or time.time()
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self._key("profile", user_id))
+            pipe.zrevrangebyscore(self._key("seen", user_id), "+inf", now - self.seen_window_s)
+            raw, seen = pipe.execute()
+        return (from_bytes(raw) if raw else None), [s.decode() for s in seen]
+
     def version(self, user_id: str) -> int:
         raw = self.redis.hget(self._key("profile", user_id), "version")
         return int(raw) if raw else 0
