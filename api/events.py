@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from api.errors import problem
+from api.recommend import ES_DOWN
 from api.services import services
 from indexer import search
 from indexer.errors import InvalidInput
@@ -34,13 +35,19 @@ def post_events() -> tuple[Response, int]:
     svc = services()
     # Durable first: once the task is in the broker the event cannot be lost, then the hot profile.
     task_id = svc.enqueue(RECORD_EVENTS, [event_document(e) for e in valid])
-    vectors = search.item_vectors(svc.es, alias_name(svc.settings, "items"), [e.item_id for e in valid])
     store = ProfileStore(svc.redis, svc.settings)
+    applied = [(e.user_id, AppliedEvent(e.item_id, e.weight, e.epoch(), e.session_id)) for e in valid]
+    try:
+        vectors = search.item_vectors(svc.es, alias_name(svc.settings, "items"), [e.item_id for e in valid])
+    except ES_DOWN:
+        # The event is already safe in the broker; its profile update waits for Elasticsearch
+        # (the item vectors live there) and is applied by the worker once the durable write succeeds.
+        store.defer(applied)
+        return jsonify(accepted=len(valid), task_id=task_id, profile_versions={}, profile_pending=True,
+                       errors=[e.as_dict() for e in errors]), 202
     versions: dict[str, int] = {}
-    for event in valid:
-        profile = store.apply(event.user_id, vectors.get(event.item_id),
-                              AppliedEvent(event.item_id, event.weight, event.epoch(), event.session_id))
-        versions[event.user_id] = profile.version
+    for user_id, event in applied:
+        versions[user_id] = store.apply(user_id, vectors.get(event.item_id), event).version
     unknown = sorted({e.item_id for e in valid if e.item_id not in vectors})
-    return jsonify(accepted=len(valid), task_id=task_id, profile_versions=versions,
+    return jsonify(accepted=len(valid), task_id=task_id, profile_versions=versions, profile_pending=False,
                    unknown_items=unknown, errors=[e.as_dict() for e in errors]), 202

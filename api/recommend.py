@@ -7,6 +7,9 @@ import time
 from typing import Any
 
 import numpy as np
+from elasticsearch import ApiError
+from elasticsearch import ConnectionError as ESConnectionError
+from elasticsearch import ConnectionTimeout
 
 from api.params import ReadParams
 from api.services import Services
@@ -22,6 +25,9 @@ from indexer.profile_store import ProfileStore
 # tracks them: keep it only briefly.
 COLD_CACHE_TTL_S = 10
 QVEC_CACHE_TTL_S = 24 * 3600
+# The last good answer per user and parameters, served (flagged degraded) while Elasticsearch is down.
+LAST_GOOD_TTL_S = 24 * 3600
+ES_DOWN = (ESConnectionError, ConnectionTimeout)
 
 
 class Engine:
@@ -66,16 +72,46 @@ class Engine:
         else:
             q_vec = None
         size = params.k * params.page
-        if user_vec is None and q_vec is None and not (params.q and params.w_bm25 > 0):
-            body = self._cold_start(filters, params, size)
-        else:
-            body = self._hybrid(params, filters, size, user_id, user_vec, q_vec)
-        body.update(user_id=user_id, profile_version=version, cached=False,
+        last_good_key = cache_key.replace(":reco:", ":reco-last:").replace(f":{version}:", ":", 1)
+        try:
+            if user_vec is None and q_vec is None and not (params.q and params.w_bm25 > 0):
+                body = self._cold_start(filters, params, size)
+            else:
+                body = self._hybrid(params, filters, size, user_id, user_vec, q_vec)
+        except ES_DOWN:
+            return self._degraded(last_good_key, filters, params, user_id, version, started)
+        except ApiError as exc:
+            if exc.status_code < 500:
+                raise
+            return self._degraded(last_good_key, filters, params, user_id, version, started)
+        body.update(user_id=user_id, profile_version=version, cached=False, degraded=False,
                     took_ms=round((time.perf_counter() - started) * 1000, 2))
         if ttl:
             ttl = min(ttl, COLD_CACHE_TTL_S) if body["cold_start"] else ttl
-            self.svc.redis.set(cache_key, json.dumps(body), ex=ttl)
+            encoded = json.dumps(body)
+            with self.svc.redis.pipeline(transaction=False) as pipe:
+                pipe.set(cache_key, encoded, ex=ttl)
+                pipe.set(last_good_key, encoded, ex=LAST_GOOD_TTL_S)
+                pipe.execute()
         return body
+
+    def _degraded(self, last_good_key: str, filters: search.Filters, params: ReadParams, user_id: str | None,
+                  version: int, started: float) -> dict[str, Any]:
+        """Elasticsearch is unavailable: the last good answer for this request if there is one, else
+        trending from Redis (ids and scores only). Always flagged degraded; never an error."""
+        cached = self.svc.redis.get(last_good_key)
+        if cached:
+            body = json.loads(cached)
+            body.update(cached=True, degraded=True, took_ms=round((time.perf_counter() - started) * 1000, 2))
+            return body
+        constrained = filters.categories or filters.tags or filters.in_stock is not None \
+            or filters.price_min is not None or filters.price_max is not None
+        # Without Elasticsearch a filter cannot be checked: return nothing rather than items that break it.
+        trending = [] if constrained else self.store.trending(params.k * params.page, exclude=filters.exclude_ids)
+        page = trending[(params.page - 1) * params.k: params.page * params.k]
+        return {"items": [{"id": item_id, "score": score} for item_id, score in page], "strategy": "trending",
+                "cold_start": True, "degraded": True, "cached": False, "user_id": user_id,
+                "profile_version": version, "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
     def _cache_key(self, user_id: str | None, version: int, params: ReadParams, anchor: str | None) -> str:
         digest = hashlib.sha256(params.model_dump_json().encode() + (anchor or "").encode()).hexdigest()[:24]

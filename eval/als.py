@@ -44,10 +44,11 @@ class AlsModel:
         self.user_ids = sorted(u for u in split.train if split.train[u])
         self.user_index = {user: i for i, user in enumerate(self.user_ids)}
         self.train = self._matrix([split.train_items(u) for u in self.user_ids])
-        self.model = AlternatingLeastSquares(factors=config.factors, regularization=config.regularization,
-                                             alpha=config.alpha, iterations=config.iterations, random_state=seed)
         # implicit runs its own threads; a multi-threaded BLAS underneath oversubscribes the cores.
         with threadpool_limits(1, "blas"):
+            self.model = AlternatingLeastSquares(factors=config.factors, regularization=config.regularization,
+                                                 alpha=config.alpha, iterations=config.iterations,
+                                                 random_state=seed)
             self.model.fit(self.train, show_progress=False)
 
     def _matrix(self, rows: Sequence[Collection[str]]) -> csr_matrix:

@@ -80,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
     from indexer.settings import get_settings, load_settings
 
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+        # Progress from the harness only: the clients log every request at INFO.
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+        logging.getLogger("eval").setLevel(logging.INFO)
     if args.prefix == get_settings().index_prefix:
         raise SystemExit(f"hybridrec eval: --prefix {args.prefix} is the live prefix; the evaluation drops its "
                          f"indices, so give it its own")

@@ -43,7 +43,7 @@ class Dataset:
     dropped: int = 0  # interactions on items absent from the catalog
 
     def __post_init__(self) -> None:
-        known = {str(item["id"]) for item in self.items}
+        known = {str(item.get("id")) for item in self.items}
         kept = [i for i in self.interactions if i.item_id in known]
         self.dropped += len(self.interactions) - len(kept)
         self.interactions = kept

@@ -14,7 +14,7 @@ from api.recommend import Engine
 from api.services import Services, build_services
 from eval.als import GRID, AlsConfig, AlsModel, select_als
 from eval.datasets import Dataset
-from eval.metrics import KS, coverage, mean_rows, percentile, ranking_metrics
+from eval.metrics import KS, coverage, mean_rows, paired_difference, percentile, ranking_metrics
 from eval.protocols import Split, split
 from eval.strategies import Strategy, default_strategies, history_text
 from indexer import search
@@ -32,6 +32,10 @@ __all__ = ["EvalOptions", "Harness"]
 
 log = logging.getLogger(__name__)
 VECTOR_BATCH = 500
+# Paired per-user NDCG@10 differences reported beside the table: the fusion question and what each hybrid
+# adds over its parts.
+PAIRS = (("hybrid-rrf", "hybrid-linear"), ("hybrid-rrf", "vector"), ("hybrid-rrf", "bm25"),
+         ("hybrid-linear", "vector"), ("hybrid-linear", "bm25"))
 
 
 @dataclass
@@ -75,9 +79,20 @@ class Harness:
         if errors:
             raise ValueError(f"{len(errors)} invalid items, first: {errors[0].as_dict()}")
         started = time.perf_counter()
-        result = index_items(self.es, self.settings, items, get_encoder(self.settings))
+        # Equal scores are ordered by Lucene doc id, which depends on how periodic refreshes cut segments
+        # and how they merged; without refreshes during the bulk, the whole catalog lands in one segment in
+        # input order and a rerun breaks ties the same way.
+        self.es.indices.put_settings(index=self.index, settings={"index": {"refresh_interval": "-1"}})
+        try:
+            result = index_items(self.es, self.settings, items, get_encoder(self.settings))
+        finally:
+            self.es.indices.put_settings(index=self.index, settings={"index": {"refresh_interval": None}})
         if result.failed:
             raise RuntimeError(f"{len(result.failed)} items failed to index, first: {result.failed[0]}")
+        # Replaced documents keep counting in BM25's term statistics until a merge drops them: one segment
+        # makes a later protocol's BM25 scores independent of the earlier ones.
+        self.es.indices.refresh(index=self.index)
+        self.es.indices.forcemerge(index=self.index, max_num_segments=1)
         self.es.indices.refresh(index=self.index)
         ids = [item.id for item in items]
         for start in range(0, len(ids), VECTOR_BATCH):
@@ -124,6 +139,7 @@ class Harness:
         queries = {u: history_text([self.titles.get(i, "") for i in self.store.history(u)]) for u in users}
         k = max(options.ks)
         rows: dict[str, Any] = {}
+        per_user: dict[str, list[dict[str, float]]] = {}
         als_info: dict[str, Any] | None = None
         for strategy in options.strategies:
             log.info("%s: %s over %d users", protocol, strategy.name, len(users))
@@ -136,10 +152,14 @@ class Harness:
                 recommend = self._popularity(extra, k)
             else:
                 recommend = self._engine(strategy, queries, extra, k)
-            rows[strategy.name] = self._score(strategy, users, recommend, relevant, options.ks)
+            rows[strategy.name], per_user[strategy.name] = self._score(strategy, users, recommend, relevant,
+                                                                       options.ks)
+        key = f"ndcg@{min(options.ks)}"
+        paired = {f"{a} - {b}": paired_difference([r[key] for r in per_user[a]], [r[key] for r in per_user[b]])
+                  for a, b in PAIRS if a in per_user and b in per_user}
         return {"protocol": protocol, "target": options.target, "users": len(users), "profiles": profiles,
-                "train_events": sum(len(v) for v in data.train.values()), "indexing": indexing,
-                "als": als_info, "strategies": rows, "seconds": round(time.perf_counter() - started, 1)}
+                "train_events": sum(len(v) for v in data.train.values()), "indexing": indexing, "als": als_info,
+                "strategies": rows, "paired": {key: paired}, "seconds": round(time.perf_counter() - started, 1)}
 
     def _users(self, data: Split, options: EvalOptions) -> list[str]:
         wanted = data.test if options.target == "test" else data.valid
@@ -171,7 +191,7 @@ class Harness:
         return recommend
 
     def _score(self, strategy: Strategy, users: Sequence[str], recommend: Callable[[str], list[str]],
-               relevant: Mapping[str, set[str]], ks: Sequence[int]) -> dict[str, Any]:
+               relevant: Mapping[str, set[str]], ks: Sequence[int]) -> tuple[dict[str, Any], list[dict[str, float]]]:
         if users:
             recommend(users[0])  # warm-up (connections, first-call allocations), not timed
         lists: dict[str, list[str]] = {}
@@ -182,7 +202,7 @@ class Harness:
             latencies.append((time.perf_counter() - started) * 1000.0)
         per_user = [ranking_metrics(lists[u], relevant[u], ks) for u in users]
         small = min(ks)
-        return {
+        row = {
             "describe": strategy.describe(),
             "metrics": mean_rows(per_user),
             **{f"coverage@{kk}": coverage(lists.values(), len(self.dataset.items), kk) for kk in ks},
@@ -192,3 +212,4 @@ class Harness:
                            "mean": float(np.mean(latencies)) if latencies else float("nan")},
             "short_lists": sum(1 for u in users if len(lists[u]) < max(ks)),
         }
+        return row, per_user

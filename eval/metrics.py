@@ -6,8 +6,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 import numpy as np
 
 __all__ = [
-    "KS", "RANKING_METRICS", "coverage", "hit_at_k", "mean_rows", "mrr_at_k", "ndcg_at_k", "percentile",
-    "precision_at_k", "ranking_metrics", "recall_at_k",
+    "KS", "RANKING_METRICS", "coverage", "hit_at_k", "mean_rows", "mrr_at_k", "ndcg_at_k", "paired_difference",
+    "percentile", "precision_at_k", "ranking_metrics", "recall_at_k",
 ]
 
 KS: tuple[int, ...] = (10, 20)
@@ -88,3 +88,19 @@ def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """Mean of a - b over paired per-user values, with a normal-approximation 95% interval.
+
+    Two strategies scored on the same users differ by less noise than their separate means suggest;
+    an interval that contains 0 says the table cannot tell them apart.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired values need equal lengths, got {len(a)} and {len(b)}")
+    if not a:
+        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    half = 1.96 * float(np.std(diff, ddof=1)) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+    mean = float(np.mean(diff))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(diff)}

@@ -9,12 +9,12 @@ __all__ = ["LINEAR_W_BM25", "LINEAR_W_USER", "MAX_QUERY_CHARS", "Strategy", "def
 
 MAX_QUERY_CHARS = 1000  # ReadParams.q's limit
 
-# Linear fusion adds min-max normalised scores, so the weights are the share each source gets of the
-# fused score. The user vector summarises the whole history while BM25 on a bag of titles mostly
-# matches shared title words ("the", "of", sequel numbers), so the vector leads and BM25 only
-# reorders near-ties. Checked on the validation split, never on test (see eval/README.md).
+# Linear fusion adds min-max normalised scores, so the weights are each source's share of the fused
+# score. Equal weights, chosen on the validation split of ML-100K (never on test) among
+# w_bm25 in {0.1, 0.3, 1.0} with w_user = 1: on this catalog BM25 over the history's titles is as
+# strong as the user vector, and down-weighting it only pulled linear fusion towards vector-only.
 LINEAR_W_USER = 1.0
-LINEAR_W_BM25 = 0.3
+LINEAR_W_BM25 = 1.0
 
 
 @dataclass(frozen=True)

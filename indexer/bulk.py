@@ -29,11 +29,14 @@ class BulkReport:
         self.failed.extend(other.failed)
 
 
-def run_bulk(es: Elasticsearch, actions: Iterable[dict[str, Any]]) -> BulkReport:
+def run_bulk(es: Elasticsearch, actions: Iterable[dict[str, Any]], *, require_alias: bool = False) -> BulkReport:
+    """Run actions through streaming_bulk; with require_alias every target must be an alias (a missing
+    alias fails the write instead of auto-creating a concrete index under its name)."""
     report = BulkReport()
+    extra = {"require_alias": True} if require_alias else {}
     for ok, result in streaming_bulk(
         es, actions, chunk_size=CHUNK_SIZE, max_chunk_bytes=CHUNK_BYTES, raise_on_error=False,
-        raise_on_exception=True, max_retries=BULK_RETRIES, initial_backoff=0.5, max_backoff=10,
+        raise_on_exception=True, max_retries=BULK_RETRIES, initial_backoff=0.5, max_backoff=10, **extra,
     ):
         op, info = next(iter(result.items()))
         if ok:

@@ -96,7 +96,9 @@ def record_events(es: Elasticsearch, settings: Settings, events: Sequence[Mappin
         for doc in events:
             yield {"_op_type": "index", "_index": alias, "_id": doc["event_id"], "_source": dict(doc)}
 
-    return run_bulk(es, actions())
+    # If the alias is missing, fail (and retry) rather than auto-create a concrete index under the
+    # alias name, which would block the alias for good.
+    return run_bulk(es, actions(), require_alias=True)
 
 
 def scan_events(es: Elasticsearch, settings: Settings, user_id: str | None = None) -> Iterator[dict[str, Any]]:

@@ -1,10 +1,11 @@
 """User profiles in Redis: the hot copy, updated the moment an event is accepted; plus seen sets and trending."""
 from __future__ import annotations
 
+import json
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from redis import Redis
@@ -95,6 +96,29 @@ class ProfileStore:
             pipe.ltrim(history, 0, HISTORY_LEN - 1)
             exponent = min((event.ts - TRENDING_EPOCH) / self.half_life_s, 1000.0)
             pipe.zincrby(f"{self.prefix}:trending", math.pow(2.0, exponent) * event.weight, event.item_id)
+
+    def defer(self, events: Sequence[tuple[str, AppliedEvent]]) -> None:
+        """Queue events whose profile update could not be done (Elasticsearch, which holds the item
+        vectors, did not answer); drain_pending applies them once it is back."""
+        if events:
+            self.redis.rpush(f"{self.prefix}:pending-profile",
+                             *[json.dumps([user, asdict(event)]) for user, event in events])
+
+    def drain_pending(self, vectors_for: Callable[[list[str]], Mapping[str, np.ndarray]], batch: int = 500) -> int:
+        """Apply deferred events in arrival order; returns how many were applied."""
+        key = f"{self.prefix}:pending-profile"
+        applied = 0
+        while True:
+            raw = self.redis.lrange(key, 0, batch - 1)
+            if not raw:
+                return applied
+            pending = [(user, AppliedEvent(**fields)) for user, fields in (json.loads(r) for r in raw)]
+            vectors = vectors_for([event.item_id for _, event in pending])
+            for user, event in pending:
+                self.apply(user, vectors.get(event.item_id), event)
+            # Trim only after applying: a crash in between re-applies at most one batch, never loses it.
+            self.redis.ltrim(key, len(raw), -1)
+            applied += len(raw)
 
     def seen(self, user_id: str, now: float | None = None) -> list[str]:
         """Items the user acted on within the seen window (newest first)."""

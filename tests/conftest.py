@@ -79,27 +79,31 @@ def fresh(es, redis_client, settings):  # type: ignore[no-untyped-def]
 class WorkerProcess:
     """A real `celery worker` subprocess on the test broker."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, env: dict[str, str] | None = None, name: str = "main") -> None:
         self.log_path = log_path
+        self.env = {**os.environ, **(env or {})}
+        self.name = name
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--loglevel=INFO",
-             "--concurrency=1", "-Q", "embed,index,events", "--hostname", f"{PREFIX}@%h", "--without-gossip",
-             "--without-mingle"],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+             "--concurrency=1", "-Q", "embed,index,events", "--hostname", f"{PREFIX}-{self.name}@%h",
+             "--without-gossip", "--without-mingle"],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env,
         )
-        from workers.celery_app import app
+        from celery import Celery
 
+        app = Celery(broker=self.env["HYBRIDREC_BROKER_URL"])  # ping on the broker this worker listens to
         deadline = time.time() + 90
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"celery worker exited early, see {self.log_path}")
             replies = app.control.ping(timeout=1.0) or []
-            if any(f"{PREFIX}@" in name for reply in replies for name in reply):
+            if any(f"{PREFIX}-{self.name}@" in name for reply in replies for name in reply):
                 return
+        self.kill()  # never leave a stray worker consuming this broker after a failed start
         raise RuntimeError(f"celery worker did not answer a ping within 90 s, see {self.log_path}")
 
     def kill(self) -> None:

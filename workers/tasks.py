@@ -1,6 +1,7 @@
 """Celery tasks: small arguments, idempotent, acks_late, bounded retries with backoff for transient errors only."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from celery import Task
@@ -8,6 +9,7 @@ from celery.utils.log import get_task_logger
 from elasticsearch import ConnectionError as ESConnectionError
 from elasticsearch import ConnectionTimeout
 from elasticsearch import Elasticsearch
+from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -17,6 +19,8 @@ from indexer.documents import validate_items
 from indexer.encoder import get_encoder
 from indexer.errors import BackendUnavailable, Conflict
 from indexer.events import record_events as write_events
+from indexer.profile_store import ProfileStore
+from indexer.search import item_vectors
 from indexer.settings import get_settings
 from indexer import tasknames as names
 from workers.celery_app import app
@@ -28,6 +32,7 @@ RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 2, "retry_backoff_max": 60
          "max_retries": 6}
 
 _es: Elasticsearch | None = None
+_redis: Redis | None = None
 
 
 def es() -> Elasticsearch:
@@ -36,6 +41,13 @@ def es() -> Elasticsearch:
     if _es is None:
         _es = make_es(get_settings(), timeout=60)
     return _es
+
+
+def redis() -> Redis:
+    global _redis
+    if _redis is None:
+        _redis = make_redis(get_settings())
+    return _redis
 
 
 @app.task(name=names.INDEX_ITEMS, bind=True, **RETRY)
@@ -64,7 +76,7 @@ def delete_items(self: Task, ids: list[str], version_ms: int) -> dict[str, Any]:
 def reindex(self: Task) -> dict[str, Any]:
     """Build the next items version and swap the alias; progress is in the task state (PROGRESS)."""
     settings = get_settings()
-    lock = make_redis(settings).lock(f"{settings.index_prefix}:reindex-lock", timeout=6 * 3600, blocking_timeout=1)
+    lock = redis().lock(f"{settings.index_prefix}:reindex-lock", timeout=6 * 3600, blocking_timeout=1)
     if not lock.acquire():
         raise Conflict("a reindex is already running")
     try:
@@ -82,13 +94,43 @@ def rollback(self: Task) -> dict[str, str]:
     return {"from": previous, "to": current}
 
 
-@app.task(name=names.RECORD_EVENTS, bind=True, **RETRY)
+class EventsTask(Task):
+    """Events must never be lost: a batch that exhausts its retries goes to a dead-letter list in Redis
+    (`hybridrec events replay` sends it again) instead of vanishing with the task."""
+
+    def on_failure(self, exc: Exception, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   einfo: Any) -> None:
+        events = args[0] if args else kwargs.get("events", [])
+        dead_letter(events, f"{type(exc).__name__}: {exc}")
+
+
+def dead_letter(events: list[dict[str, Any]], reason: str) -> None:
+    if events:
+        key = f"{get_settings().index_prefix}:events-dead-letter"
+        redis().rpush(key, json.dumps({"reason": reason, "events": events}))
+        log.error("record_events: %d events moved to %s: %s", len(events), key, reason)
+
+
+# Up to 240 tries, at most a minute apart: an Elasticsearch outage of hours still loses no event.
+EVENT_RETRY = {**RETRY, "retry_backoff": 1, "max_retries": 240}
+
+
+@app.task(name=names.RECORD_EVENTS, bind=True, base=EventsTask, **EVENT_RETRY)
 def record_events(self: Task, events: list[dict[str, Any]]) -> dict[str, Any]:
     """Durable write of accepted events into the events index (_id = event_id: replays are harmless)."""
-    report = write_events(es(), get_settings(), events)
+    settings = get_settings()
+    report = write_events(es(), settings, events)
+    retryable = [f for f in report.failed if f.get("status") in (None, 429) or int(f.get("status") or 500) >= 500]
+    if retryable:
+        # Rejected or unavailable shards: the whole batch again (idempotent by event id), with backoff.
+        raise BackendUnavailable(f"{len(retryable)} events not written ({retryable[0].get('error')}); retrying")
     if report.failed:
-        log.error("record_events: %d events failed: %s", len(report.failed), report.failed[:3])
-    return {"written": report.ok, "failed": report.failed}
+        failed_ids = {f["id"] for f in report.failed}
+        dead_letter([e for e in events if e["event_id"] in failed_ids], f"rejected: {report.failed[0]['error']}")
+    # Elasticsearch answers again: apply profile updates deferred while it was down.
+    store = ProfileStore(redis(), settings)
+    drained = store.drain_pending(lambda ids: item_vectors(es(), lifecycle.alias_name(settings, "items"), ids))
+    return {"written": report.ok, "failed": report.failed, "profiles_drained": drained}
 
 
 @app.task(name=names.SNAPSHOT_PROFILES, bind=True, **RETRY)
