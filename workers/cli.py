@@ -192,6 +192,24 @@ def cmd_profiles_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events_replay(args: argparse.Namespace) -> int:
+    """Send dead-lettered event batches (writes that exhausted their retries) to the workers again."""
+    from indexer.clients import make_redis
+    from workers.tasks import record_events
+
+    settings = get_settings()
+    redis = make_redis(settings)
+    key = f"{settings.index_prefix}:events-dead-letter"
+    batches = events = 0
+    while (raw := redis.lpop(key)) is not None:
+        entry = json.loads(raw)
+        record_events.delay(entry["events"])
+        batches += 1
+        events += len(entry["events"])
+    print(json.dumps({"batches": batches, "events": events}))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from eval.cli import run
 
@@ -220,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_profiles_rebuild)
     profiles.add_parser("snapshot", help="copy Redis profiles into the users index (Kibana)").set_defaults(
         func=cmd_profiles_snapshot)
+    events = sub.add_parser("events", help="event maintenance").add_subparsers(dest="action", required=True)
+    events.add_parser("replay", help="re-send dead-lettered event batches to the workers").set_defaults(
+        func=cmd_events_replay)
     p = sub.add_parser("eval", help="offline evaluation of the strategies (see eval/)")
     from eval.cli import add_arguments
 
