@@ -19,7 +19,7 @@ start_es() {
     --enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector \
     -Dlog4j2.disable.jmx=true -Djava.io.tmpdir="$STATE_DIR/es/tmp" \
     -cp "$ES_JAR:$ES_PROJECT/target/lib/*" io.hybridrec.devtools.EmbeddedElasticsearch \
-    --home "$STATE_DIR/es" --port "$ES_PORT" --transport-port "$ES_TRANSPORT_PORT" \
+    --home "$STATE_DIR/es" --port "$ES_PORT" --transport-port "$ES_TRANSPORT_PORT" ${HYBRIDREC_ES_EXTRA_ARGS:-} \
     >"$STATE_DIR/logs/es-console.log" 2>&1 </dev/null &
   echo $! >"$RUN/es.pid"
   mkdir -p "$STATE_DIR/es/tmp"
