@@ -72,7 +72,10 @@ def reindex(es: Elasticsearch, settings: Settings, encoder: Encoder, progress: P
     source = lifecycle.current_index(es, settings) or lifecycle.ensure_indices(es, settings)["items"]
     es.indices.refresh(index=source)
     total = int(es.count(index=source)["count"])
-    target = lifecycle.create_version(es, settings)
+    building = [v.name for v in lifecycle.list_versions(es, settings) if v.is_building]
+    # A version still marked as building was left by a reindex whose worker died: resume it (copies
+    # are idempotent, external versions decide), rather than leaving it orphaned.
+    target = building[-1] if building else lifecycle.create_version(es, settings)
     lifecycle.set_building(es, settings, target)
     result = IndexResult()
     done = 0
@@ -94,8 +97,10 @@ def reindex(es: Elasticsearch, settings: Settings, encoder: Encoder, progress: P
             if progress:
                 progress(done, total)
         _verify(es, source, target)
-    except BaseException:
+    except Exception:
+        # A failed build (not a killed worker) is dropped: the alias never pointed at it.
         lifecycle.set_building(es, settings, None)
+        es.options(ignore_status=404).indices.delete(index=target)
         raise
     previous = lifecycle.swap_alias(es, settings, target)
     lifecycle.set_building(es, settings, None)

@@ -76,8 +76,10 @@ def delete_items(self: Task, ids: list[str], version_ms: int) -> dict[str, Any]:
 def reindex(self: Task) -> dict[str, Any]:
     """Build the next items version and swap the alias; progress is in the task state (PROGRESS)."""
     settings = get_settings()
-    lock = redis().lock(f"{settings.index_prefix}:reindex-lock", timeout=6 * 3600, blocking_timeout=1)
-    if not lock.acquire():
+    key, owner = f"{settings.index_prefix}:reindex-lock", str(self.request.id)
+    # The lock names its task: a redelivered reindex (its worker was killed) takes over its own lock
+    # and resumes the half-built version, while a second reindex is refused.
+    if not redis().set(key, owner, nx=True, ex=6 * 3600) and redis().get(key) != owner.encode():
         raise Conflict("a reindex is already running")
     try:
         def progress(done: int, total: int) -> None:
@@ -85,7 +87,8 @@ def reindex(self: Task) -> dict[str, Any]:
 
         return catalog.reindex(es(), settings, get_encoder(settings), progress)
     finally:
-        lock.release()
+        if redis().get(key) == owner.encode():
+            redis().delete(key)
 
 
 @app.task(name=names.ROLLBACK, bind=True, **RETRY)

@@ -206,3 +206,30 @@ def test_index_items_by_id_and_csv_ingest_in_process(fresh, worker, es, settings
     result = index_items.delay(["c1", "c2", "nope"]).get(timeout=120)
     assert result["indexed"] == 2 and result["embedded"] == 0 and result["invalid"][0]["id"] == "nope"
     assert main(["indices"]) == 0
+
+
+def test_worker_killed_mid_reindex_resumes_with_exact_counts(fresh, worker, es, settings):
+    from workers.tasks import index_items, reindex
+
+    index_items.delay(make_items(1500, prefix="r")).get(timeout=600)
+    es.indices.refresh(index=alias(settings))
+    task = reindex.delay()
+    target = lifecycle.physical_name(settings, "items", 2)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if es.indices.exists(index=target):
+            es.indices.refresh(index=target)
+            if es.count(index=target)["count"] > 0:
+                break
+        time.sleep(0.1)
+    worker.kill()
+    partial = es.count(index=target)["count"]
+    assert 0 < partial < 1500, partial
+    assert lifecycle.current_index(es, settings) == lifecycle.physical_name(settings, "items", 1)
+    worker.start()
+    result = task.get(timeout=600)  # the same task, delivered again after the visibility timeout
+    assert result["target"] == target
+    assert lifecycle.current_index(es, settings) == target
+    es.indices.refresh(index=alias(settings))
+    assert es.count(index=alias(settings))["count"] == 1500
+    assert [v.version for v in lifecycle.list_versions(es, settings)] == [1, 2]
