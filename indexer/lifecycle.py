@@ -22,20 +22,20 @@ class IndexVersion:
 
 
 def alias_name(settings: Settings, kind: str) -> str:
-    return f"{settings.index_prefix}-{kind}"
+    return f"{settings.index_prefix}-{kind.replace('_', '-')}"
 
 
 def building_alias(settings: Settings, kind: str = "items") -> str:
     """Points at a version under construction, so live writes land in it too (no lost updates)."""
-    return f"{settings.index_prefix}-{kind}-next"
+    return f"{alias_name(settings, kind)}-next"
 
 
 def physical_name(settings: Settings, kind: str, version: int) -> str:
-    return f"{settings.index_prefix}-{kind}-v{version}"
+    return f"{alias_name(settings, kind)}-v{version}"
 
 
 def _version_of(settings: Settings, kind: str, name: str) -> int | None:
-    match = re.fullmatch(re.escape(f"{settings.index_prefix}-{kind}-v") + r"(\d+)", name)
+    match = re.fullmatch(re.escape(f"{alias_name(settings, kind)}-v") + r"(\d+)", name)
     return int(match.group(1)) if match else None
 
 
@@ -62,7 +62,7 @@ def write_targets(es: Elasticsearch, settings: Settings, kind: str = "items") ->
 
 def list_versions(es: Elasticsearch, settings: Settings, kind: str = "items") -> list[IndexVersion]:
     """All physical versions of one index kind, oldest first, with document counts and alias state."""
-    pattern = f"{settings.index_prefix}-{kind}-v*"
+    pattern = f"{alias_name(settings, kind)}-v*"
     names = es.indices.get(index=pattern, ignore_unavailable=True, allow_no_indices=True).body.keys()
     current = set(_alias_targets(es, alias_name(settings, kind)))
     building = set(_alias_targets(es, building_alias(settings, kind)))

@@ -10,12 +10,12 @@ from typing import Any
 from indexer.settings import Settings
 
 MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "mappings"
-INDEX_KINDS = ("items", "events", "users")
+INDEX_KINDS = ("items", "events", "users", "reco_logs")
 
 
 @lru_cache(maxsize=None)
 def _read(kind: str) -> dict[str, Any]:
-    path = MAPPINGS_DIR / f"{kind}.json"
+    path = MAPPINGS_DIR / f"{kind}.json"  # kinds use '_', index and alias names '-'  (reco_logs -> reco-logs)
     with path.open(encoding="utf-8") as fh:
         return json.load(fh)  # type: ignore[no-any-return]
 

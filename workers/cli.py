@@ -163,7 +163,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_indices(args: argparse.Namespace) -> int:
     settings = get_settings()
     es = make_es(settings)
-    for kind in ("items", "events", "users"):
+    from indexer.mappings import INDEX_KINDS
+
+    for kind in INDEX_KINDS:
         for v in lifecycle.list_versions(es, settings, kind):
             flags = ",".join(f for f, on in (("current", v.is_current), ("building", v.is_building)) if on)
             print(f"{v.name:40s} docs={v.docs:<10d} {flags}")
