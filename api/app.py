@@ -1,7 +1,6 @@
 """The Flask app factory: settings, shared clients, blueprints, error handling."""
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flask import Flask
@@ -11,7 +10,7 @@ from indexer.settings import Settings, load_settings
 
 def create_app(config: dict[str, Any] | None = None, settings: Settings | None = None) -> Flask:
     """Build the API. `settings` defaults to the HYBRIDREC_* environment (validated here, at start-up)."""
-    from api import auth, errors, events, health, items, openapi, recommendations
+    from api import auth, errors, events, health, items, observability, openapi, recommendations
     from api.services import build_services
 
     settings = settings or load_settings()
@@ -20,8 +19,8 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     if config:
         app.config.update(config)
     app.extensions["hybridrec"] = build_services(settings)
-    logging.basicConfig(level=logging.INFO)
-    logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # one line per ES request is noise
+    observability.configure_logging()
+    observability.init_app(app)
     errors.init_app(app)
     app.extensions["hybridrec_limiter"] = auth.init_app(app, settings)
     for module in (health, items, events, recommendations, openapi):

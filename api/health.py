@@ -7,6 +7,12 @@ import time
 from flask import Blueprint, Response, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client import multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from redis import Redis
+from redis.exceptions import RedisError
+
+from indexer.tasknames import QUEUE_EMBED, QUEUE_EVENTS, QUEUE_INDEX
 
 from api.services import services
 
@@ -57,12 +63,39 @@ def ready() -> tuple[Response, int]:
     return jsonify(status="ready" if ok else "not ready", checks=checks), 200 if ok else 503
 
 
+class QueueDepth(Collector):
+    """Celery queue depth, read from the broker at scrape time (a Redis list per queue)."""
+
+    def __init__(self, broker: Redis) -> None:
+        self.broker = broker
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        family = GaugeMetricFamily("hybridrec_queue_depth", "messages waiting in a Celery queue", labels=["queue"])
+        try:
+            for queue in (QUEUE_EMBED, QUEUE_INDEX, QUEUE_EVENTS):
+                family.add_metric([queue], float(self.broker.llen(queue)))
+        except RedisError:
+            return  # no broker, no gauge: the scrape itself still succeeds
+        yield family
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
     """Prometheus metrics. Under gunicorn (several processes) the stack sets PROMETHEUS_MULTIPROC_DIR and
     every process's samples are aggregated here; otherwise this process's registry is served."""
+    svc = services()
+    registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+    else:
+        from prometheus_client import REGISTRY
+
+        registry = REGISTRY
+    body = generate_latest(registry)
+    broker = Redis.from_url(svc.settings.broker_url, socket_timeout=svc.settings.redis_timeout,
+                            socket_connect_timeout=svc.settings.redis_timeout)
+    queues = CollectorRegistry()
+    queues.register(QueueDepth(broker))
+    body += generate_latest(queues)
+    broker.close()
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)

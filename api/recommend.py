@@ -11,6 +11,7 @@ from elasticsearch import ApiError
 from elasticsearch import ConnectionError as ESConnectionError
 from elasticsearch import ConnectionTimeout
 
+from api.observability import CACHE, timed
 from api.params import ReadParams
 from api.services import Services
 from indexer import search
@@ -51,11 +52,15 @@ class Engine:
     def recommend(self, user_id: str | None, params: ReadParams, *, anchor_vector: np.ndarray | None = None,
                   anchor_id: str | None = None) -> dict[str, Any]:
         started = time.perf_counter()
-        profile, seen = self.store.load_with_seen(user_id) if user_id else (None, [])
+        with timed("redis", "load_profile"):
+            profile, seen = self.store.load_with_seen(user_id) if user_id else (None, [])
         version = profile.version if profile else 0
         cache_key = self._cache_key(user_id, version, params, anchor_id)
         ttl = self.svc.settings.reco_cache_ttl
-        cached = self.svc.redis.get(cache_key) if ttl else None
+        with timed("redis", "cache_get"):
+            cached = self.svc.redis.get(cache_key) if ttl else None
+        if ttl:
+            CACHE.labels("hit" if cached else "miss").inc()
         if cached:
             body = json.loads(cached)
             body["cached"] = True
@@ -122,8 +127,9 @@ class Engine:
         want_vectors = params.mmr_lambda is not None or params.explain
         depth = max(size * 3, 50) if params.mmr_lambda is not None else size
         text = params.q if params.w_bm25 > 0 else None
-        retrieval = search.retrieve(self.svc.es, self.index, filters=filters, size=depth, text=text,
-                                    user_vector=user_vec, query_vector=q_vec, with_vectors=want_vectors)
+        with timed("elasticsearch", "msearch"):
+            retrieval = search.retrieve(self.svc.es, self.index, filters=filters, size=depth, text=text,
+                                        user_vector=user_vec, query_vector=q_vec, with_vectors=want_vectors)
         weights = {name: w for name, w in params.weights().items() if name in retrieval.rankings}
         if params.fusion == "rrf":
             fused = fuse_rrf(retrieval.rankings, k=params.rrf_k, weights=weights)

@@ -1,14 +1,22 @@
 """Read endpoints: user recommendations, personalised search, similar items."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+import json
+import logging
+from datetime import datetime, timezone
+from typing import Any
 
-from api.params import parse_params
+from flask import Blueprint, Response, g, jsonify, request
+from redis.exceptions import RedisError
+
+from api.params import ReadParams, parse_params
 from api.recommend import Engine
 from api.services import services
 from indexer.errors import InvalidInput
+from indexer.reco_logs import log_document, queue_key
 
 bp = Blueprint("recommendations", __name__, url_prefix="/v1")
+log = logging.getLogger(__name__)
 
 
 @bp.get("/users/<user_id>/recommendations")
@@ -16,7 +24,7 @@ def recommendations(user_id: str) -> Response:
     if "user_id" in request.args:
         raise InvalidInput("user_id comes from the URL path, not the query string")
     params = parse_params(request.args)
-    return jsonify(Engine(services()).recommend(user_id, params))
+    return _served("recommendations", Engine(services()).recommend(user_id, params), params)
 
 
 @bp.get("/search")
@@ -24,7 +32,7 @@ def search() -> Response:
     params = parse_params(request.args)
     if not params.q:
         raise InvalidInput("q (the search text) is required and must not be blank")
-    return jsonify(Engine(services()).recommend(params.user_id, params))
+    return _served("search", Engine(services()).recommend(params.user_id, params), params)
 
 
 @bp.get("/items/<item_id>/similar")
@@ -32,4 +40,17 @@ def similar(item_id: str) -> Response:
     params = parse_params(request.args)
     if params.q or params.user_id:
         raise InvalidInput("similar items take neither q nor user_id")
-    return jsonify(Engine(services()).similar(item_id, params))
+    return _served("similar", Engine(services()).similar(item_id, params), params)
+
+
+def _served(endpoint: str, body: dict[str, Any], params: ReadParams) -> Response:
+    """Tag the list with the request id (clients send it back with clicks) and queue its log entry:
+    one Redis push here, the index write happens in the workers."""
+    svc = services()
+    body["request_id"] = g.request_id
+    doc = log_document(g.request_id, endpoint, body, params.k, datetime.now(timezone.utc).isoformat())
+    try:
+        svc.redis.rpush(queue_key(svc.settings), json.dumps(doc))
+    except RedisError as exc:  # the list matters more than its log line: serve it, say what was lost
+        log.warning("reco log for request %s not queued: %s", g.request_id, exc)
+    return jsonify(body)

@@ -6,6 +6,7 @@ REINDEX = "hybridrec.reindex"
 ROLLBACK = "hybridrec.rollback"
 RECORD_EVENTS = "hybridrec.record_events"
 SNAPSHOT_PROFILES = "hybridrec.snapshot_profiles"
+FLUSH_RECO_LOGS = "hybridrec.flush_reco_logs"
 
 QUEUE_EMBED = "embed"     # index_items, reindex: heavy, the encoder runs here
 QUEUE_INDEX = "index"     # delete_items, rollback: light catalog writes that must not wait behind a reindex
@@ -18,4 +19,5 @@ ROUTES = {
     ROLLBACK: QUEUE_INDEX,
     RECORD_EVENTS: QUEUE_EVENTS,
     SNAPSHOT_PROFILES: QUEUE_INDEX,
+    FLUSH_RECO_LOGS: QUEUE_EVENTS,
 }

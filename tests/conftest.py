@@ -25,6 +25,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
+WORKER_METRICS_PORT = 9809
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +124,10 @@ class WorkerProcess:
 
 @pytest.fixture(scope="session")
 def worker(es, redis_client, tmp_path_factory):  # type: ignore[no-untyped-def]
-    process = WorkerProcess(tmp_path_factory.mktemp("worker") / "worker.log")
+    folder = tmp_path_factory.mktemp("worker")
+    (folder / "prometheus").mkdir()
+    process = WorkerProcess(folder / "worker.log", env={"HYBRIDREC_WORKER_METRICS_PORT": str(WORKER_METRICS_PORT),
+                                                        "PROMETHEUS_MULTIPROC_DIR": str(folder / "prometheus")})
     process.start()
     yield process
     process.stop()

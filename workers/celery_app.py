@@ -5,14 +5,14 @@ from celery import Celery
 from kombu import Queue
 
 from indexer.settings import get_settings
-from indexer.tasknames import QUEUE_EMBED, QUEUE_EVENTS, QUEUE_INDEX, ROUTES, SNAPSHOT_PROFILES
+from indexer.tasknames import QUEUE_EMBED, QUEUE_EVENTS, QUEUE_INDEX, FLUSH_RECO_LOGS, ROUTES, SNAPSHOT_PROFILES
 
 TASK_ROUTES = {name: {"queue": queue} for name, queue in ROUTES.items()}
 
 
 def make_celery() -> Celery:
     settings = get_settings()
-    app = Celery("hybridrec", include=["workers.tasks"])
+    app = Celery("hybridrec", include=["workers.tasks", "workers.metrics"])
     app.conf.update(
         broker_url=settings.broker_url,
         result_backend=settings.broker_url,
@@ -40,7 +40,8 @@ def make_celery() -> Celery:
         redis_socket_connect_timeout=settings.redis_timeout,
         worker_hijack_root_logger=False,
         # Only with `celery -A workers.celery_app beat`: profiles land in the users index every 10 minutes.
-        beat_schedule={"snapshot-profiles": {"task": SNAPSHOT_PROFILES, "schedule": 600.0}},
+        beat_schedule={"snapshot-profiles": {"task": SNAPSHOT_PROFILES, "schedule": 600.0},
+                       "flush-reco-logs": {"task": FLUSH_RECO_LOGS, "schedule": 5.0}},
     )
     return app
 

@@ -212,6 +212,18 @@ def cmd_events_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report_ctr(args: argparse.Namespace) -> int:
+    from indexer.clients import make_redis
+    from indexer.reco_logs import ctr_by_strategy, flush_logs
+
+    settings = get_settings()
+    es = make_es(settings, timeout=60)
+    flush_logs(es, make_redis(settings), settings)
+    rows = ctr_by_strategy(es, settings)
+    print(json.dumps(rows, indent=2))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from eval.cli import run
 
@@ -243,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     events = sub.add_parser("events", help="event maintenance").add_subparsers(dest="action", required=True)
     events.add_parser("replay", help="re-send dead-lettered event batches to the workers").set_defaults(
         func=cmd_events_replay)
+    report = sub.add_parser("report", help="reports from the logs").add_subparsers(dest="action", required=True)
+    report.add_parser("ctr", help="click-through rate of served lists per strategy").set_defaults(func=cmd_report_ctr)
     p = sub.add_parser("eval", help="offline evaluation of the strategies (see eval/)")
     from eval.cli import add_arguments
 

@@ -20,6 +20,7 @@ from indexer.encoder import get_encoder
 from indexer.errors import BackendUnavailable, Conflict
 from indexer.events import record_events as write_events
 from indexer.profile_store import ProfileStore
+from indexer.reco_logs import attribute_clicks, flush_logs
 from indexer.search import item_vectors
 from indexer.settings import get_settings
 from indexer import tasknames as names
@@ -122,6 +123,8 @@ EVENT_RETRY = {**RETRY, "retry_backoff": 1, "max_retries": 240}
 def record_events(self: Task, events: list[dict[str, Any]]) -> dict[str, Any]:
     """Durable write of accepted events into the events index (_id = event_id: replays are harmless)."""
     settings = get_settings()
+    # Logs first, so that clicks in this batch find the lists they were served from.
+    flush_logs(es(), redis(), settings)
     report = write_events(es(), settings, events)
     retryable = [f for f in report.failed if f.get("status") in (None, 429) or int(f.get("status") or 500) >= 500]
     if retryable:
@@ -130,6 +133,7 @@ def record_events(self: Task, events: list[dict[str, Any]]) -> dict[str, Any]:
     if report.failed:
         failed_ids = {f["id"] for f in report.failed}
         dead_letter([e for e in events if e["event_id"] in failed_ids], f"rejected: {report.failed[0]['error']}")
+    attribute_clicks(es(), settings, [e for e in events if e["event_id"] not in {f["id"] for f in report.failed}])
     # Elasticsearch answers again: apply profile updates deferred while it was down.
     store = ProfileStore(redis(), settings)
     drained = store.drain_pending(lambda ids: item_vectors(es(), lifecycle.alias_name(settings, "items"), ids))
@@ -142,3 +146,9 @@ def snapshot_profiles(self: Task) -> dict[str, Any]:
     from indexer.rebuild import snapshot_profiles as snapshot
 
     return snapshot(es(), get_settings())
+
+
+@app.task(name=names.FLUSH_RECO_LOGS, bind=True, **RETRY)
+def flush_reco_logs(self: Task) -> dict[str, int]:
+    """Bulk-write queued recommendation logs (run every few seconds by celery beat, and before events)."""
+    return {"written": flush_logs(es(), redis(), get_settings())}

@@ -1,0 +1,81 @@
+"""Recommendation logs: every served list is queued in Redis on the request path (one push) and bulk-written
+to the reco-logs index by the workers; clicks carrying the request id are attributed back, so CTR per
+strategy is one aggregation."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from elasticsearch import Elasticsearch
+from redis import Redis
+
+from indexer.bulk import run_bulk
+from indexer.lifecycle import alias_name
+from indexer.settings import Settings
+
+# Event types that count as a click on a served recommendation.
+CLICK_TYPES = frozenset({"click", "cart", "purchase", "like"})
+
+
+def queue_key(settings: Settings) -> str:
+    return f"{settings.index_prefix}:reco-log-queue"
+
+
+def log_document(request_id: str, endpoint: str, body: Mapping[str, Any], k: int, ts: str) -> dict[str, Any]:
+    items = body.get("items", [])
+    return {"request_id": request_id, "ts": ts, "endpoint": endpoint, "user_id": body.get("user_id"),
+            "strategy": body.get("strategy"), "cold_start": bool(body.get("cold_start")),
+            "degraded": bool(body.get("degraded")), "cached": bool(body.get("cached")), "k": k,
+            "items": [i["id"] for i in items], "scores": [float(i.get("score", 0.0)) for i in items],
+            "latency_ms": float(body.get("took_ms", 0.0)), "clicked": 0}
+
+
+def flush_logs(es: Elasticsearch, redis: Redis, settings: Settings, batch: int = 1000) -> int:
+    """Move queued logs into the reco-logs index; trims the queue only after the bulk write succeeded."""
+    key = queue_key(settings)
+    alias = alias_name(settings, "reco_logs")
+    written = 0
+    while True:
+        raw = redis.lrange(key, 0, batch - 1)
+        if not raw:
+            return written
+        docs = [json.loads(r) for r in raw]
+
+        def actions(docs: list[dict[str, Any]] = docs) -> Iterator[dict[str, Any]]:
+            for doc in docs:
+                # op_type create: a log replayed after a crash never resets a click already attributed.
+                yield {"_op_type": "create", "_index": alias, "_id": doc["request_id"], "_source": doc}
+
+        report = run_bulk(es, actions(), require_alias=True)
+        if report.failed:
+            raise RuntimeError(f"{len(report.failed)} reco logs not written: {report.failed[0]['error']}")
+        redis.ltrim(key, len(raw), -1)
+        written += len(raw)
+
+
+def attribute_clicks(es: Elasticsearch, settings: Settings, events: Sequence[Mapping[str, Any]]) -> int:
+    """Mark the logged lists that clicks (events with a request id) came from; returns how many."""
+    alias = alias_name(settings, "reco_logs")
+    clicks = [e for e in events if e.get("request_id") and e.get("type") in CLICK_TYPES]
+    if not clicks:
+        return 0
+
+    def actions() -> Iterator[dict[str, Any]]:
+        for event in clicks:
+            yield {"_op_type": "update", "_index": alias, "_id": event["request_id"],
+                   "doc": {"clicked": 1, "first_click_ts": event["ts"], "clicked_items": [event["item_id"]]}}
+
+    report = run_bulk(es, actions(), require_alias=True)
+    return report.ok  # a 404 (no such request logged) counts as not attributed, not as an error
+
+
+def ctr_by_strategy(es: Elasticsearch, settings: Settings) -> list[dict[str, Any]]:
+    """Served lists, clicked lists and CTR per strategy, in one aggregation."""
+    alias = alias_name(settings, "reco_logs")
+    es.indices.refresh(index=alias)
+    response = es.search(index=alias, size=0, aggs={"strategy": {
+        "terms": {"field": "strategy", "size": 50},
+        "aggs": {"ctr": {"avg": {"field": "clicked"}}, "clicked": {"sum": {"field": "clicked"}}}}})
+    return [{"strategy": b["key"], "served": b["doc_count"], "clicked": int(b["clicked"]["value"] or 0),
+             "ctr": round(float(b["ctr"]["value"] or 0.0), 4)} for b in response["aggregations"]["strategy"]["buckets"]]
