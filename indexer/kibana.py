@@ -48,7 +48,7 @@ def import_saved_objects(
     if api_key:
         headers["Authorization"] = f"ApiKey {api_key}"
     elif username is not None:
-        headers.update(urllib3.make_headers(basic_auth=f"{username}:{password or ''}"))
+        headers["Authorization"] = urllib3.make_headers(basic_auth=f"{username}:{password or ''}")["authorization"]
     endpoint = url.rstrip("/") + IMPORT_PATH
     pool = urllib3.PoolManager(ca_certs=ca_cert) if ca_cert else urllib3.PoolManager()
     try:
@@ -141,7 +141,8 @@ def _resolves(ref: Any, objects: dict[tuple[str, str], dict[str, Any]]) -> bool:
 
 
 def _ref_map(references: list[Any]) -> dict[str, tuple[str, str]]:
-    return {r["name"]: (r.get("type"), r.get("id")) for r in references if isinstance(r, dict) and "name" in r}
+    return {str(r["name"]): (str(r.get("type")), str(r.get("id")))
+            for r in references if isinstance(r, dict) and "name" in r}
 
 
 def mapping_fields(mapping: dict[str, Any]) -> dict[str, str]:
