@@ -224,6 +224,19 @@ def cmd_report_ctr(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kibana_import(args: argparse.Namespace) -> int:
+    from indexer.kibana import SAVED_OBJECTS_FILE, KibanaError, import_saved_objects
+
+    try:
+        result = import_saved_objects(args.url, SAVED_OBJECTS_FILE, api_key=args.api_key, username=args.username,
+                                      password=args.password, ca_cert=args.ca_cert, timeout=args.timeout)
+    except KibanaError as exc:
+        print(f"hybridrec: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"imported": result.get("successCount", 0)}))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from eval.cli import run
 
@@ -257,6 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_events_replay)
     report = sub.add_parser("report", help="reports from the logs").add_subparsers(dest="action", required=True)
     report.add_parser("ctr", help="click-through rate of served lists per strategy").set_defaults(func=cmd_report_ctr)
+    kibana = sub.add_parser("kibana", help="Kibana saved objects").add_subparsers(dest="action", required=True)
+    p = kibana.add_parser("import", help="import the data views and the overview dashboard")
+    p.add_argument("--url", default="http://127.0.0.1:5601")
+    p.add_argument("--api-key")
+    p.add_argument("--username")
+    p.add_argument("--password")
+    p.add_argument("--ca-cert")
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.set_defaults(func=cmd_kibana_import)
     p = sub.add_parser("eval", help="offline evaluation of the strategies (see eval/)")
     from eval.cli import add_arguments
 
