@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+from elasticsearch import ApiError
 from elasticsearch import ConnectionError as ESConnectionError
 from elasticsearch import ConnectionTimeout
 from flask import Flask, Response, jsonify
@@ -59,6 +60,15 @@ def init_app(app: Flask) -> None:
     def _backend(exc: Exception) -> Response:
         log.warning("backend unavailable: %s", exc)
         return problem(503, "Backend unavailable", f"{type(exc).__name__}: a backend did not answer in time")
+
+    @app.errorhandler(ApiError)
+    def _es_api(exc: ApiError) -> Response:
+        if exc.status_code == 404:
+            return problem(404, "Not found", f"Elasticsearch: {exc.message} (has `hybridrec init` run?)")
+        if exc.status_code == 429 or exc.status_code >= 500:
+            return problem(503, "Backend unavailable", f"Elasticsearch answered {exc.status_code}; retry later")
+        log.error("Elasticsearch refused a request: %s", exc)
+        return problem(500, "Internal error", "Elasticsearch refused a request; it has been logged")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -16,7 +16,7 @@ from api.params import ReadParams
 from api.services import Services
 from indexer import search
 from indexer.diversity import mmr
-from indexer.errors import NotFound
+from indexer.errors import BackendUnavailable, NotFound
 from indexer.fusion import FusedHit, Hit, apply_popularity_prior, fuse_linear, fuse_rrf
 from indexer.lifecycle import alias_name
 from indexer.profile import query_vector
@@ -77,13 +77,13 @@ class Engine:
         else:
             q_vec = None
         size = params.k * params.page
-        last_good_key = cache_key.replace(":reco:", ":reco-last:").replace(f":{version}:", ":", 1)
+        last_good_key = self._cache_key(user_id, None, params, anchor_id)
         try:
             if user_vec is None and q_vec is None and not (params.q and params.w_bm25 > 0):
                 body = self._cold_start(filters, params, size)
             else:
                 body = self._hybrid(params, filters, size, user_id, user_vec, q_vec)
-        except ES_DOWN:
+        except (*ES_DOWN, BackendUnavailable):
             return self._degraded(last_good_key, filters, params, user_id, version, started)
         except ApiError as exc:
             if exc.status_code < 500:
@@ -118,9 +118,11 @@ class Engine:
                 "cold_start": True, "degraded": True, "cached": False, "user_id": user_id,
                 "profile_version": version, "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
-    def _cache_key(self, user_id: str | None, version: int, params: ReadParams, anchor: str | None) -> str:
+    def _cache_key(self, user_id: str | None, version: int | None, params: ReadParams, anchor: str | None) -> str:
+        """Per profile version (an event invalidates it); version None: the version-less last good answer."""
         digest = hashlib.sha256(params.model_dump_json().encode() + (anchor or "").encode()).hexdigest()[:24]
-        return f"{self.svc.settings.index_prefix}:reco:{user_id or '-'}:{version}:{digest}"
+        kind = "reco" if version is not None else "reco-last"
+        return f"{self.svc.settings.index_prefix}:{kind}:{digest}:{version}:{user_id or '-'}"
 
     def _hybrid(self, params: ReadParams, filters: search.Filters, size: int, user_id: str | None,
                 user_vec: np.ndarray | None, q_vec: np.ndarray | None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from elasticsearch import Elasticsearch
 
+from indexer.errors import BackendUnavailable, NotFound
 from indexer.fusion import Hit
 
 TEXT_FIELDS = ["title^3", "description", "tags.text^2"]
@@ -85,7 +86,13 @@ def retrieve(es: Elasticsearch, index: str, *, filters: Filters, size: int, text
     result.took_ms = int(response.get("took", 0))
     for (name, _), answer in zip(searches, response["responses"]):
         if "error" in answer:
-            raise RuntimeError(f"{name} search failed: {answer['error']}")
+            status = int(answer.get("status") or 500)
+            reason = answer["error"].get("reason") if isinstance(answer["error"], dict) else answer["error"]
+            if status == 404:
+                raise NotFound(f"{index} does not exist yet: run `hybridrec init` or index items first")
+            if status == 429 or status >= 500:
+                raise BackendUnavailable(f"{name} search failed ({status}): {reason}")
+            raise RuntimeError(f"{name} search was refused ({status}): {reason}")
         hits = answer["hits"]["hits"]
         result.rankings[name] = [Hit(h["_id"], float(h["_score"])) for h in hits]
         for h in hits:
