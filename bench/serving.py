@@ -49,6 +49,17 @@ def summary(latencies: list[float], seconds: float) -> dict[str, float]:
             "p99_ms": round(percentile(latencies, 99), 2)}
 
 
+def run_threads(loop, concurrency: int) -> float:  # type: ignore[no-untyped-def]
+    """Run loop(seed) on `concurrency` threads until each returns; returns the wall time in seconds."""
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(concurrency)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started
+
+
 def load_catalog(es, settings, n: int) -> None:  # type: ignore[no-untyped-def]
     from elasticsearch import helpers
 
@@ -115,13 +126,7 @@ def run_load(url_for, seconds: float, concurrency: int) -> dict[str, float]:  # 
                 else:
                     errors += 1
 
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(concurrency)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    result = summary(latencies, time.perf_counter() - started)
+    result = summary(latencies, run_threads(loop, concurrency))
     result["errors"] = errors
     return result
 
@@ -159,13 +164,7 @@ def raw_es(es, settings, users: int, with_q: bool, seconds: float, concurrency: 
             with lock:
                 latencies.append((time.perf_counter() - began) * 1000)
 
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(concurrency)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return summary(latencies, time.perf_counter() - started)
+    return summary(latencies, run_threads(loop, concurrency))
 
 
 def freshness(trials: int = 200) -> dict[str, float]:
