@@ -6,11 +6,16 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eval.datasets import LIKE_THRESHOLD, Dataset, load_jsonl, load_ml100k, load_recbole_dir
 from eval.protocols import PROTOCOLS
 from eval.strategies import LINEAR_W_BM25, LINEAR_W_USER
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+
+    from indexer.settings import Settings
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_PREFIX = "hreval"
@@ -60,7 +65,7 @@ def load_dataset(args: argparse.Namespace) -> Dataset:
     return load_jsonl(args.items, args.events, args.name)
 
 
-def drop_indices(es: Any, settings: Any) -> list[str]:
+def drop_indices(es: "Elasticsearch", settings: "Settings") -> list[str]:
     """Delete this prefix's physical indices (named one by one: wildcard deletes are refused)."""
     from indexer.lifecycle import list_versions
     from indexer.mappings import INDEX_KINDS

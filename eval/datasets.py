@@ -107,7 +107,8 @@ def recbole_items(rows: Iterable[Mapping[str, str]]) -> list[dict[str, Any]]:
     return items
 
 
-def recbole_interactions(rows: Iterable[Mapping[str, str]], like_threshold: float = LIKE_THRESHOLD) -> list[Interaction]:
+def recbole_interactions(rows: Iterable[Mapping[str, str]],
+                         like_threshold: float = LIKE_THRESHOLD) -> list[Interaction]:
     """Atomic `.inter` rows as events: rating >= like_threshold is a like, any other rating (or none) a view.
     A file without timestamps keeps its row order as time."""
     out = []

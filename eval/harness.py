@@ -63,7 +63,7 @@ class Harness:
         self.engine = Engine(self.svc)
         self.store = ProfileStore(self.svc.redis, self.settings)
         self.index = alias_name(self.settings, "items")
-        self.titles = {str(item["id"]): str(item.get("title", "")) for item in dataset.items}
+        self.titles = {str(item.get("id")): str(item.get("title", "")) for item in dataset.items}
         self.vectors: dict[str, np.ndarray] = {}
         self.indexing: list[dict[str, Any]] = []
 

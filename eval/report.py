@@ -38,7 +38,8 @@ def markdown(results: dict[str, Any]) -> str:
                       _cell(row["latency_ms"]["p50"], 2), _cell(row["latency_ms"]["p95"], 2)]
             out.append("| " + " | ".join(cells) + " |")
         for metric, pairs in run.get("paired", {}).items():
-            shown = "; ".join(f"{pair} {d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" for pair, d in pairs.items())
+            shown = "; ".join(f"{pair} {d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+                              for pair, d in pairs.items())
             out += ["", f"Paired per-user {metric} differences, mean [95% interval]: {shown}."]
         if results["dataset"] == "ml-100k" and run["protocol"] == "recbole":
             ref = ", ".join(f"{k} {v}" for k, v in BPR_ML100K.items())
