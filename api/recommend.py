@@ -21,6 +21,7 @@ from indexer.fusion import FusedHit, Hit, apply_popularity_prior, fuse_linear, f
 from indexer.lifecycle import alias_name
 from indexer.profile import query_vector
 from indexer.profile_store import ProfileStore
+from indexer.server_fusion import rrf_retriever_body, search_rrf, server_rrf_available
 
 # A cold-start answer is trending items, which move with everyone's events and no profile version
 # tracks them: keep it only briefly.
@@ -129,6 +130,8 @@ class Engine:
         want_vectors = params.mmr_lambda is not None or params.explain
         depth = max(size * 3, 50) if params.mmr_lambda is not None else size
         text = params.q if params.w_bm25 > 0 else None
+        if self._server_side(params, text, user_vec, q_vec):
+            return self._hybrid_server(params, filters, size, text, user_vec, q_vec)
         with timed("elasticsearch", "msearch"):
             retrieval = search.retrieve(self.svc.es, self.index, filters=filters, size=depth, text=text,
                                         user_vector=user_vec, query_vector=q_vec, with_vectors=want_vectors)
@@ -148,8 +151,31 @@ class Engine:
         page = fused[(params.page - 1) * params.k: params.page * params.k]
         because = self._because(user_id, page, retrieval.vectors) if params.explain and user_id else {}
         items = [self._render(h, retrieval.items.get(h.id, {}), params.explain, because.get(h.id)) for h in page]
-        return {"items": items, "strategy": params.fusion, "cold_start": False, "es_took_ms": retrieval.took_ms,
+        return {"items": items, "strategy": params.fusion, "fusion_side": "app", "cold_start": False,
+                "es_took_ms": retrieval.took_ms,
                 "retrievers": sorted(retrieval.rankings)}
+
+    def _server_side(self, params: ReadParams, text: str | None, user_vec: np.ndarray | None,
+                     q_vec: np.ndarray | None) -> bool:
+        """Plain RRF (no explain, MMR or prior; weights 1) over 2+ retrievers can run on the cluster,
+        where it has the rrf retriever; everything else needs the per-retriever rankings here."""
+        active = [w for w, on in ((params.w_bm25, text), (params.w_user, user_vec), (params.w_query, q_vec))
+                  if on is not None]
+        plain = (params.fusion == "rrf" and not params.explain and params.mmr_lambda is None
+                 and params.popularity_weight == 0 and len(active) >= 2 and all(w == 1.0 for w in active))
+        return plain and self.svc.settings.server_fusion == "auto" and server_rrf_available(self.svc.es, self.index)
+
+    def _hybrid_server(self, params: ReadParams, filters: search.Filters, size: int, text: str | None,
+                       user_vec: np.ndarray | None, q_vec: np.ndarray | None) -> dict[str, Any]:
+        body = rrf_retriever_body(filters=filters, size=size, text=text, user_vector=user_vec, query_vector=q_vec,
+                                  rank_constant=params.rrf_k)
+        with timed("elasticsearch", "search_rrf"):
+            hits, docs, took = search_rrf(self.svc.es, self.index, body)
+        page = hits[(params.page - 1) * params.k: params.page * params.k]
+        items = [{"id": h.id, "score": h.score, **{k: v for k, v in docs.get(h.id, {}).items() if k != "id"}}
+                 for h in page]
+        return {"items": items, "strategy": "rrf", "fusion_side": "server", "cold_start": False,
+                "es_took_ms": took}
 
     def _cold_start(self, filters: search.Filters, params: ReadParams, size: int) -> dict[str, Any]:
         """No profile and no query: trending (time-decayed event counts), topped up by catalog popularity."""

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
                                 "kept recall@10 at 0.9995 where int8_hnsw gave 0.911)")
     keep_versions: int = Field(2, ge=1, le=20, description="old physical item indices kept for rollback")
 
+    server_fusion: Literal["auto", "off"] = Field(
+        "auto", description="auto: plain RRF requests use Elasticsearch's rrf retriever where the cluster has it")
+
     # Redis and Celery
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="profiles, caches, rate limits")
     redis_timeout: float = Field(2.0, gt=0, description="seconds, for every Redis call")

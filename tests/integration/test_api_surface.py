@@ -43,3 +43,18 @@ def test_unknown_task_is_pending_and_errors_are_problem_json(client):
     assert wrong.status_code == 400 and "id" in wrong.get_json()["detail"]
     mismatch = client.put("/v1/items/a", json={"id": "b", "title": "x"})
     assert mismatch.status_code == 400 and "does not match" in mismatch.get_json()["detail"]
+
+
+def test_core_node_has_no_rrf_retriever_so_fusion_happens_in_the_app(fresh, client, es, settings):
+    from indexer.catalog import index_items
+    from indexer.documents import Item
+    from indexer.encoder import get_encoder
+    from indexer.lifecycle import alias_name
+    from indexer.server_fusion import server_rrf_available
+
+    index_items(es, settings, [Item(id="a1", title="space opera", version=1),
+                               Item(id="a2", title="kitchen pasta", version=1)], get_encoder(settings))
+    es.indices.refresh(index=alias_name(settings, "items"))
+    assert server_rrf_available(es, alias_name(settings, "items")) is False
+    body = client.get("/v1/search?q=space&k=2").get_json()  # plain RRF over BM25 + query kNN
+    assert body["fusion_side"] == "app" and body["items"][0]["id"] == "a1"
