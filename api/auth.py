@@ -66,7 +66,7 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
     return Limiter(
         identity, app=app, default_limits=[settings.rate_limit], storage_uri=settings.redis_url,
         storage_options={"socket_timeout": settings.redis_timeout, "socket_connect_timeout": settings.redis_timeout},
-        strategy="moving-window", headers_enabled=True, key_prefix=f"{settings.index_prefix}:ratelimit",
+        strategy="fixed-window", headers_enabled=True, key_prefix=f"{settings.index_prefix}:ratelimit",
         # Redis down must not take the API down with it: limits are skipped, requests still served.
         swallow_errors=True, default_limits_exempt_when=lambda: request.endpoint in OPEN_ENDPOINTS,
     )
