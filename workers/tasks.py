@@ -36,6 +36,12 @@ _es: Elasticsearch | None = None
 _redis: Redis | None = None
 
 
+def _retryable(failure: dict[str, Any]) -> bool:
+    """A per-document bulk failure worth retrying: rejected (429) or unavailable (5xx, no status)."""
+    status = failure.get("status")
+    return status is None or int(status) == 429 or int(status) >= 500
+
+
 def es() -> Elasticsearch:
     """One client per worker process (a client is thread-safe and pools connections)."""
     global _es
@@ -61,6 +67,11 @@ def index_items(self: Task, items: list[dict[str, Any] | str]) -> dict[str, Any]
     stored, missing = catalog.load_items(es(), settings, [i for i in items if isinstance(i, str)])
     valid += stored
     result = catalog.index_items(es(), settings, valid, get_encoder(settings)) if valid else catalog.IndexResult()
+    retryable = [f for f in result.failed if _retryable(f)]
+    if retryable:
+        # Accepted items must not be lost to a rejection or an unavailable shard: the whole batch again
+        # (idempotent: external versions), with backoff.
+        raise BackendUnavailable(f"{len(retryable)} items not written ({retryable[0].get('error')}); retrying")
     out = result.as_dict()
     out["invalid"] = [e.as_dict() for e in errors] + [{"index": None, "id": m, "errors": ["id: not in the index"]}
                                                       for m in missing]
@@ -126,7 +137,7 @@ def record_events(self: Task, events: list[dict[str, Any]]) -> dict[str, Any]:
     # Logs first, so that clicks in this batch find the lists they were served from.
     flush_logs(es(), redis(), settings)
     report = write_events(es(), settings, events)
-    retryable = [f for f in report.failed if f.get("status") in (None, 429) or int(f.get("status") or 500) >= 500]
+    retryable = [f for f in report.failed if _retryable(f)]
     if retryable:
         # Rejected or unavailable shards: the whole batch again (idempotent by event id), with backoff.
         raise BackendUnavailable(f"{len(retryable)} events not written ({retryable[0].get('error')}); retrying")
