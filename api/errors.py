@@ -12,6 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from indexer.documents import describe_validation
 from indexer.errors import BackendUnavailable, Conflict, HybridrecError, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(ValidationError)
     def _validation(exc: ValidationError) -> Response:
-        errors = [f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors()]
+        errors = describe_validation(exc, "request")
         return problem(400, "Invalid request", "; ".join(errors), errors=errors)
 
     @app.errorhandler(HTTPException)

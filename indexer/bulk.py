@@ -23,11 +23,6 @@ class BulkReport:
     stale: int = 0  # rejected because the index already holds a newer version: the right outcome
     failed: list[dict[str, Any]] = field(default_factory=list)
 
-    def merge(self, other: "BulkReport") -> None:
-        self.ok += other.ok
-        self.stale += other.stale
-        self.failed.extend(other.failed)
-
 
 def run_bulk(es: Elasticsearch, actions: Iterable[dict[str, Any]], *, require_alias: bool = False) -> BulkReport:
     """Run actions through streaming_bulk; with require_alias every target must be an alias (a missing

@@ -64,12 +64,9 @@ class ItemError:
         return {"index": self.index, "id": self.id, "errors": self.errors}
 
 
-def _describe(exc: ValidationError) -> list[str]:
-    messages = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "item"
-        messages.append(f"{where}: {err['msg']}")
-    return messages
+def describe_validation(exc: ValidationError, subject: str = "item") -> list[str]:
+    """One 'field.path: message' line per problem; `subject` names an error about the whole object."""
+    return [f"{'.'.join(str(p) for p in err['loc']) or subject}: {err['msg']}" for err in exc.errors()]
 
 
 def validate_items(raw: Iterable[Any], *, max_text_chars: int, stamp_missing: bool = False,
@@ -88,7 +85,7 @@ def validate_items(raw: Iterable[Any], *, max_text_chars: int, stamp_missing: bo
         try:
             item = Item.model_validate(dict(entry))
         except ValidationError as exc:
-            errors.append(ItemError(index, shown_id, _describe(exc)))
+            errors.append(ItemError(index, shown_id, describe_validation(exc)))
             continue
         if len(item.text()) > max_text_chars:
             errors.append(ItemError(index, item.id, [f"text: title+description+tags is {len(item.text())} characters, "

@@ -11,7 +11,7 @@ from elasticsearch.helpers import scan
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 from indexer.bulk import BulkReport, run_bulk
-from indexer.documents import ItemError
+from indexer.documents import ItemError, describe_validation
 from indexer.lifecycle import alias_name
 from indexer.profile import EVENT_WEIGHTS
 from indexer.settings import Settings
@@ -70,8 +70,7 @@ def validate_events(raw: Iterable[Any], now: datetime | None = None) -> tuple[li
         try:
             event = Event.model_validate(dict(entry))
         except ValidationError as exc:
-            errors.append(ItemError(index, None, [f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}"
-                                                  for e in exc.errors()]))
+            errors.append(ItemError(index, None, describe_validation(exc, "event")))
             continue
         if event.ts is not None and event.ts > now + MAX_FUTURE_SKEW:
             errors.append(ItemError(index, None, [f"ts: {event.ts.isoformat()} is in the future (more than "

@@ -34,7 +34,3 @@ def index_definition(kind: str, settings: Settings) -> dict[str, Any]:
         options["type"] = settings.vector_index_type
     return body
 
-
-def embedding_dims() -> int:
-    """Dimensions of the item embedding as the mapping declares them."""
-    return int(_read("items")["mappings"]["properties"]["embedding"]["dims"])

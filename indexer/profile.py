@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
-    "EVENT_WEIGHTS", "Profile", "UnknownEventType", "apply_event", "decayed_count", "event_weight",
+    "EVENT_WEIGHTS", "Profile", "UnknownEventType", "apply_event", "event_weight",
     "from_bytes", "interest_vector", "query_vector", "rebuild", "session_vector", "to_bytes"
 ]
 
@@ -241,19 +241,6 @@ def from_bytes(mapping: Mapping[bytes, bytes] | Mapping[str, bytes]) -> Profile:
         event_count=integer("event_count"),
         session_mass=number("session_mass") or 0.0,
     )
-
-
-def decayed_count(count_before: float, last_ts: float, ts: float, half_life_s: float) -> float:
-    """Exponentially decayed event count after one more event at ``ts`` (for trending scores).
-
-    The stored count, valid at ``last_ts``, is decayed to ``ts`` and 1 is added. A late event
-    (ts < last_ts) is decayed by its own age and added instead, so the result stays valid at
-    max(ts, last_ts), which is the timestamp to store with it. Order of arrival does not matter.
-    """
-    _check_positive("half_life_s", half_life_s)
-    if ts >= last_ts:
-        return count_before * _decay(ts - last_ts, half_life_s) + 1.0
-    return count_before + _decay(last_ts - ts, half_life_s)
 
 
 def _decay(age_s: float, half_life_s: float) -> float:

@@ -12,7 +12,6 @@ from indexer.profile import (
     Profile,
     UnknownEventType,
     apply_event,
-    decayed_count,
     event_weight,
     from_bytes,
     interest_vector,
@@ -234,12 +233,3 @@ def test_apply_event_validation() -> None:
         apply(profile, np.zeros(3, dtype=np.float32), 1.0, 1.0)
     with pytest.raises(ValueError, match="half_life_s"):
         apply_event(profile, X, weight=1.0, ts=1.0, session_id=None, half_life_s=0.0)
-
-
-def test_decayed_count() -> None:
-    assert decayed_count(0.0, 0.0, 0.0, 3600.0) == 1.0
-    assert decayed_count(4.0, 0.0, 3600.0, 3600.0) == pytest.approx(3.0)
-    # A late event adds its own decayed 1, so order does not matter.
-    in_order = decayed_count(decayed_count(0.0, 0.0, 0.0, 3600.0), 0.0, 7200.0, 3600.0)
-    out_of_order = decayed_count(decayed_count(0.0, 0.0, 7200.0, 3600.0), 7200.0, 0.0, 3600.0)
-    assert in_order == pytest.approx(out_of_order) == pytest.approx(1.25)
