@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -110,10 +111,8 @@ class Engine:
             body = json.loads(cached)
             body.update(cached=True, degraded=True, took_ms=round((time.perf_counter() - started) * 1000, 2))
             return body
-        constrained = filters.categories or filters.tags or filters.in_stock is not None \
-            or filters.price_min is not None or filters.price_max is not None
         # Without Elasticsearch a filter cannot be checked: return nothing rather than items that break it.
-        trending = [] if constrained else self.store.trending(params.k * params.page, exclude=filters.exclude_ids)
+        trending = [] if filters.constrains_items else self.store.trending(params.k * params.page, exclude=filters.exclude_ids)
         page = trending[(params.page - 1) * params.k: params.page * params.k]
         return {"items": [{"id": item_id, "score": score} for item_id, score in page], "strategy": "trending",
                 "cold_start": True, "degraded": True, "cached": False, "user_id": user_id,
@@ -185,8 +184,7 @@ class Engine:
         hits = [Hit(i, scores[i]) for i in ids]
         if len(hits) < size:
             more = search.popular_items(self.svc.es, self.index,
-                                        search.Filters(**{**filters.__dict__,
-                                                          "exclude_ids": filters.exclude_ids + tuple(ids)}),
+                                        replace(filters, exclude_ids=filters.exclude_ids + tuple(ids)),
                                         size - len(hits))
             hits.extend(more)
         page = hits[(params.page - 1) * params.k: params.page * params.k]

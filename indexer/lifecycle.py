@@ -80,9 +80,13 @@ def create_version(es: Elasticsearch, settings: Settings, kind: str = "items") -
     """Create the next physical version of `kind` from its mapping file; the alias is not touched."""
     existing = [v.version for v in list_versions(es, settings, kind)]
     name = physical_name(settings, kind, max(existing, default=0) + 1)
+    _create(es, settings, kind, name)
+    return name
+
+
+def _create(es: Elasticsearch, settings: Settings, kind: str, name: str) -> None:
     body = index_definition(kind, settings)
     es.indices.create(index=name, settings=body.get("settings"), mappings=body["mappings"])
-    return name
 
 
 def swap_alias(es: Elasticsearch, settings: Settings, new_index: str, kind: str = "items") -> str | None:
@@ -102,9 +106,8 @@ def ensure_indices(es: Elasticsearch, settings: Settings) -> dict[str, str]:
         current = current_index(es, settings, kind)
         if current is None:
             name = physical_name(settings, kind, 1)
-            body = index_definition(kind, settings)
             try:
-                es.indices.create(index=name, settings=body.get("settings"), mappings=body["mappings"])
+                _create(es, settings, kind, name)
             except BadRequestError as exc:
                 if exc.error != "resource_already_exists_exception":
                     raise

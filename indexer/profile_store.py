@@ -5,7 +5,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from redis import Redis
@@ -71,8 +71,7 @@ class ProfileStore:
                         updated = apply_event(profile, vector, weight=event.weight, ts=event.ts,
                                               session_id=event.session_id, half_life_s=self.half_life_s)
                     else:
-                        updated = Profile(**{**profile.__dict__, "version": profile.version + 1,
-                                             "event_count": profile.event_count + 1})
+                        updated = replace(profile, version=profile.version + 1, event_count=profile.event_count + 1)
                     pipe.multi()
                     pipe.hset(key, mapping=to_bytes(updated))
                     self._side_effects(pipe, user_id, event)

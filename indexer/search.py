@@ -26,6 +26,12 @@ class Filters:
     in_stock: bool | None = None
     exclude_ids: tuple[str, ...] = ()
 
+    @property
+    def constrains_items(self) -> bool:
+        """Whether a hit must meet a condition on its fields (beyond not being excluded)."""
+        return bool(self.categories or self.tags) or self.in_stock is not None \
+            or self.price_min is not None or self.price_max is not None
+
     def clause(self) -> dict[str, Any]:
         must: list[dict[str, Any]] = []
         if self.categories:

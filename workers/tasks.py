@@ -141,10 +141,10 @@ def record_events(self: Task, events: list[dict[str, Any]]) -> dict[str, Any]:
     if retryable:
         # Rejected or unavailable shards: the whole batch again (idempotent by event id), with backoff.
         raise BackendUnavailable(f"{len(retryable)} events not written ({retryable[0].get('error')}); retrying")
-    if report.failed:
-        failed_ids = {f["id"] for f in report.failed}
+    failed_ids = {f["id"] for f in report.failed}
+    if failed_ids:
         dead_letter([e for e in events if e["event_id"] in failed_ids], f"rejected: {report.failed[0]['error']}")
-    attribute_clicks(es(), settings, [e for e in events if e["event_id"] not in {f["id"] for f in report.failed}])
+    attribute_clicks(es(), settings, [e for e in events if e["event_id"] not in failed_ids])
     # Elasticsearch answers again: apply profile updates deferred while it was down.
     store = ProfileStore(redis(), settings)
     drained = store.drain_pending(lambda ids: item_vectors(es(), lifecycle.alias_name(settings, "items"), ids))
