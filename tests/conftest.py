@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,9 +34,20 @@ def settings():  # type: ignore[no-untyped-def]
     return get_settings()
 
 
-def drop_test_indices(client) -> None:  # type: ignore[no-untyped-def]
+def stack_script(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run scripts/stack.sh with these HYBRIDREC_* overrides (a private node, Redis or state folder)."""
+    return subprocess.run(["bash", str(REPO / "scripts" / "stack.sh"), *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=240)
+
+
+def run_stack(env: dict[str, str], *args: str) -> None:
+    done = stack_script(env, *args)
+    assert done.returncode == 0, done.stderr
+
+
+def drop_test_indices(client, pattern: str = f"{PREFIX}-*") -> None:  # type: ignore[no-untyped-def]
     """Delete every index of this run (wildcard deletes are refused by default, so name them)."""
-    names = list(client.indices.get(index=f"{PREFIX}-*", ignore_unavailable=True, allow_no_indices=True).body)
+    names = list(client.indices.get(index=pattern, ignore_unavailable=True, allow_no_indices=True).body)
     if names:
         client.indices.delete(index=names)
 

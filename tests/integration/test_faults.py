@@ -3,14 +3,13 @@ lost, and deferred profile updates are applied once the node is back. Uses a pri
 from __future__ import annotations
 
 import os
-import subprocess
 import time
-from pathlib import Path
+from functools import partial
 
 import pytest
 from celery import Celery
 
-from tests.conftest import PREFIX, REPO, WorkerProcess
+from tests.conftest import PREFIX, WorkerProcess, drop_test_indices, run_stack
 
 pytestmark = pytest.mark.integration
 
@@ -25,10 +24,7 @@ def private(tmp_path, redis_client):  # type: ignore[no-untyped-def]
     env = {"HYBRIDREC_STATE_DIR": str(tmp_path / "stack"), "HYBRIDREC_ES_PORT": PORT,
            "HYBRIDREC_ES_TRANSPORT_PORT": "9393", "HYBRIDREC_ES_HEAP": "512m"}
 
-    def stack(*args: str) -> None:
-        done = subprocess.run(["bash", str(REPO / "scripts" / "stack.sh"), *args], env={**os.environ, **env},
-                              capture_output=True, text=True, timeout=240)
-        assert done.returncode == 0, done.stderr
+    stack = partial(run_stack, env)
 
     hybridrec_env = {"HYBRIDREC_ES_URL": f"http://127.0.0.1:{PORT}", "HYBRIDREC_INDEX_PREFIX": f"{PREFIX}-f",
                      "HYBRIDREC_BROKER_URL": "redis://127.0.0.1:6379/15"}
@@ -124,14 +120,11 @@ def test_bulk_rejections_retry_only_the_rejected_documents(tmp_path):
 
     from indexer.bulk import index_documents
 
-    env = {**os.environ, "HYBRIDREC_STATE_DIR": str(tmp_path / "stack"), "HYBRIDREC_ES_PORT": "9294",
+    env = {"HYBRIDREC_STATE_DIR": str(tmp_path / "stack"), "HYBRIDREC_ES_PORT": "9294",
            "HYBRIDREC_ES_TRANSPORT_PORT": "9394", "HYBRIDREC_ES_HEAP": "512m",
            "HYBRIDREC_ES_EXTRA_ARGS": "-Ethread_pool.write.size=1 -Ethread_pool.write.queue_size=1"}
 
-    def stack(*args: str) -> None:
-        done = subprocess.run(["bash", str(REPO / "scripts" / "stack.sh"), *args], env=env, capture_output=True,
-                              text=True, timeout=240)
-        assert done.returncode == 0, done.stderr
+    stack = partial(run_stack, env)
 
     try:
         stack("start", "es")
@@ -172,12 +165,9 @@ def test_redis_restart_profiles_rebuilt_from_events(tmp_path, es):
     from indexer.rebuild import rebuild_profiles
     from indexer.settings import load_settings
 
-    env = {**os.environ, "HYBRIDREC_STATE_DIR": str(tmp_path / "stack"), "HYBRIDREC_REDIS_PORT": "6392"}
+    env = {"HYBRIDREC_STATE_DIR": str(tmp_path / "stack"), "HYBRIDREC_REDIS_PORT": "6392"}
 
-    def stack(*args: str) -> None:
-        done = subprocess.run(["bash", str(REPO / "scripts" / "stack.sh"), *args], env=env, capture_output=True,
-                              text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
+    stack = partial(run_stack, env)
 
     urls = {"HYBRIDREC_REDIS_URL": "redis://127.0.0.1:6392/0", "HYBRIDREC_BROKER_URL": "redis://127.0.0.1:6392/1",
             "HYBRIDREC_INDEX_PREFIX": f"{PREFIX}-r"}
@@ -220,6 +210,4 @@ def test_redis_restart_profiles_rebuilt_from_events(tmp_path, es):
     finally:
         worker.stop()
         stack("stop", "redis")
-        names = list(es.indices.get(index=f"{PREFIX}-r-*", ignore_unavailable=True, allow_no_indices=True).body)
-        if names:
-            es.indices.delete(index=names)
+        drop_test_indices(es, f"{PREFIX}-r-*")

@@ -1,15 +1,14 @@
 """The stack scripts are idempotent: start twice never starts a second node, stop twice is harmless."""
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from tests.conftest import stack_script
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
 
 
 def _nodes_for(home: Path) -> list[str]:
@@ -18,12 +17,11 @@ def _nodes_for(home: Path) -> list[str]:
 
 
 def test_start_and_stop_twice(tmp_path):
-    env = {**os.environ, "HYBRIDREC_STATE_DIR": str(tmp_path), "HYBRIDREC_ES_PORT": "9291",
+    env = {"HYBRIDREC_STATE_DIR": str(tmp_path), "HYBRIDREC_ES_PORT": "9291",
            "HYBRIDREC_ES_TRANSPORT_PORT": "9391", "HYBRIDREC_REDIS_PORT": "6391", "HYBRIDREC_ES_HEAP": "256m"}
 
     def stack(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["bash", str(REPO / "scripts" / "stack.sh"), *args], env=env, capture_output=True,
-                              text=True, timeout=240)
+        return stack_script(env, *args)
 
     try:
         first = stack("start", "es", "redis")
