@@ -92,10 +92,7 @@ def metrics() -> Response:
 
         registry = REGISTRY
     body = generate_latest(registry)
-    broker = Redis.from_url(svc.settings.broker_url, socket_timeout=svc.settings.redis_timeout,
-                            socket_connect_timeout=svc.settings.redis_timeout)
     queues = CollectorRegistry()
-    queues.register(QueueDepth(broker))
+    queues.register(QueueDepth(svc.broker))
     body += generate_latest(queues)
-    broker.close()
     return Response(body, mimetype=CONTENT_TYPE_LATEST)

@@ -20,6 +20,7 @@ class Services:
     settings: Settings
     es: Elasticsearch
     redis: Redis
+    broker: Redis  # read-only use: queue depth for /metrics
     celery: Celery
 
     def encoder(self) -> Encoder:
@@ -46,7 +47,10 @@ def build_services(settings: Settings) -> Services:
         # Publishing must not hang a request when Redis is down.
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
     )
-    return Services(settings=settings, es=make_es(settings), redis=make_redis(settings), celery=celery)
+    broker = Redis.from_url(settings.broker_url, socket_timeout=settings.redis_timeout,
+                            socket_connect_timeout=settings.redis_timeout)
+    return Services(settings=settings, es=make_es(settings), redis=make_redis(settings), broker=broker,
+                    celery=celery)
 
 
 def services() -> Services:
