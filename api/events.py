@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from api.errors import problem
-from api.recommend import ES_DOWN
+from indexer.recommender import ES_DOWN
 from api.services import services
 from indexer import search
 from indexer.errors import InvalidInput

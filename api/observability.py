@@ -1,31 +1,14 @@
-"""Request ids, structured JSON logs that carry them, and the read-path metrics (backend latency, cache)."""
+"""Request ids and the structured JSON logs that carry them (read-path metrics: indexer.telemetry)."""
 from __future__ import annotations
 
 import logging
 import re
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from flask import Flask, Response, g, has_request_context, request
-from prometheus_client import Counter, Histogram
 from pythonjsonlogger.json import JsonFormatter
 
-BACKEND_LATENCY = Histogram("hybridrec_backend_call_seconds", "Elasticsearch and Redis call latency",
-                            ["backend", "operation"],
-                            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
-CACHE = Counter("hybridrec_reco_cache_total", "recommendation cache lookups", ["result"])
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-
-
-@contextmanager
-def timed(backend: str, operation: str) -> Iterator[None]:
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        BACKEND_LATENCY.labels(backend, operation).observe(time.perf_counter() - started)
 
 
 class RequestIdFilter(logging.Filter):

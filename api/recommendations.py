@@ -10,7 +10,6 @@ from flask import Blueprint, Response, g, jsonify, request
 from redis.exceptions import RedisError
 
 from api.params import ReadParams, parse_params
-from api.recommend import Engine
 from api.services import services
 from indexer.errors import InvalidInput
 from indexer.reco_logs import log_document, queue_key
@@ -24,7 +23,7 @@ def recommendations(user_id: str) -> Response:
     if "user_id" in request.args:
         raise InvalidInput("user_id comes from the URL path, not the query string")
     params = parse_params(request.args)
-    return _served("recommendations", Engine(services()).recommend(user_id, params), params)
+    return _served("recommendations", services().recommender.recommend(user_id, params), params)
 
 
 @bp.get("/search")
@@ -32,7 +31,7 @@ def search() -> Response:
     params = parse_params(request.args)
     if not params.q:
         raise InvalidInput("q (the search text) is required and must not be blank")
-    return _served("search", Engine(services()).recommend(params.user_id, params), params)
+    return _served("search", services().recommender.recommend(params.user_id, params), params)
 
 
 @bp.get("/items/<item_id>/similar")
@@ -40,7 +39,7 @@ def similar(item_id: str) -> Response:
     params = parse_params(request.args)
     if params.q or params.user_id:
         raise InvalidInput("similar items take neither q nor user_id")
-    return _served("similar", Engine(services()).similar(item_id, params), params)
+    return _served("similar", services().recommender.similar(item_id, params), params)
 
 
 def _served(endpoint: str, body: dict[str, Any], params: ReadParams) -> Response:

@@ -10,7 +10,8 @@ from flask import current_app
 from redis import Redis
 
 from indexer.clients import make_es, make_redis
-from indexer.encoder import Encoder, get_encoder
+from indexer.encoder import get_encoder
+from indexer.recommender import Recommender
 from indexer.settings import Settings
 from indexer.tasknames import ROUTES
 
@@ -22,10 +23,7 @@ class Services:
     redis: Redis
     broker: Redis  # read-only use: queue depth for /metrics
     celery: Celery
-
-    def encoder(self) -> Encoder:
-        """Query embedding model, loaded on first use (the API process only embeds short queries)."""
-        return get_encoder(self.settings)
+    recommender: Recommender
 
     def enqueue(self, task_name: str, *args: Any) -> str:
         """Send a task by name (the API never imports the workers); returns the task id."""
@@ -49,8 +47,9 @@ def build_services(settings: Settings) -> Services:
     )
     broker = Redis.from_url(settings.broker_url, socket_timeout=settings.redis_timeout,
                             socket_connect_timeout=settings.redis_timeout)
-    return Services(settings=settings, es=make_es(settings), redis=make_redis(settings), broker=broker,
-                    celery=celery)
+    es, redis = make_es(settings), make_redis(settings)
+    recommender = Recommender(settings, es, redis, lambda: get_encoder(settings))
+    return Services(settings=settings, es=es, redis=redis, broker=broker, celery=celery, recommender=recommender)
 
 
 def services() -> Services:

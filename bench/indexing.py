@@ -53,7 +53,7 @@ def main() -> None:
     from indexer.documents import validate_items
     from indexer.encoder import get_encoder
     from indexer.settings import get_settings
-    from workers.datasets import movielens_items, recbole_wheel
+    from indexer.datasets import movielens_items, recbole_wheel
 
     settings = get_settings()
     es = make_es(settings, timeout=60)

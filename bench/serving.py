@@ -134,7 +134,7 @@ def run_load(url_for, seconds: float, concurrency: int) -> dict[str, float]:  # 
 def raw_es(es, settings, users: int, with_q: bool, seconds: float, concurrency: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """The same msearch the API sends (same profile vector, seen filter, query text and vector), issued
     directly from this process at the same concurrency; inputs are prepared before the clock starts."""
-    from api.params import ReadParams
+    from indexer.read_params import ReadParams
     from indexer import lifecycle, search
     from indexer.clients import make_redis
     from indexer.encoder import get_encoder

@@ -21,6 +21,13 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_PREFIX = "hreval"
 
 
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """The `hybridrec eval` command group (loaded through the `hybridrec.commands` entry point)."""
+    parser = sub.add_parser("eval", help="offline evaluation of the strategies (see eval/)")
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("dataset")
     data.add_argument("--dataset", choices=("ml-100k", "recbole", "jsonl"), default="ml-100k",

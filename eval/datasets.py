@@ -130,7 +130,7 @@ def load_recbole_dir(directory: Path, name: str | None = None, like_threshold: f
 
 def load_ml100k(cache_dir: Path, like_threshold: float = LIKE_THRESHOLD) -> Dataset:
     """MovieLens-100K read straight from the recbole wheel (downloaded once with pip into cache_dir)."""
-    from workers.datasets import movielens_items, read_atomic, recbole_wheel
+    from indexer.datasets import movielens_items, read_atomic, recbole_wheel
 
     wheel = recbole_wheel(cache_dir)
     # movielens_items is what the demo indexes, so the evaluation embeds exactly the same text; its

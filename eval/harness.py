@@ -1,4 +1,4 @@
-"""Runs a protocol through the real code: indexer for the catalog, profile store for training, Engine for reads."""
+"""Runs a protocol through the real code: indexer for the catalog, profile store for training, Recommender for reads."""
 from __future__ import annotations
 
 import logging
@@ -9,9 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from api.params import ReadParams
-from api.recommend import Engine
-from api.services import Services, build_services
 from eval.als import GRID, AlsConfig, AlsModel, select_als
 from eval.datasets import Dataset
 from eval.metrics import KS, coverage, mean_rows, paired_difference, percentile, ranking_metrics
@@ -19,13 +16,15 @@ from eval.protocols import Split, split
 from eval.strategies import Strategy, default_strategies, history_text
 from indexer import search
 from indexer.catalog import index_items
-from indexer.clients import make_es
+from indexer.clients import make_es, make_redis
 from indexer.diversity import intra_list_diversity
 from indexer.documents import validate_items
 from indexer.encoder import get_encoder
 from indexer.lifecycle import alias_name, ensure_indices
-from indexer.profile import event_weight, rebuild
-from indexer.profile_store import AppliedEvent, ProfileStore
+from indexer.profile import event_weight
+from indexer.profile_store import AppliedEvent, ProfileStore, profile_from_events
+from indexer.read_params import ReadParams
+from indexer.recommender import Recommender
 from indexer.settings import Settings
 
 __all__ = ["EvalOptions", "Harness"]
@@ -58,10 +57,11 @@ class Harness:
         window_days = max(settings.seen_window_days, (time.time() - oldest) / 86400.0 + 30.0)
         self.settings = settings.model_copy(update={"reco_cache_ttl": 0, "seen_window_days": window_days})
         self.dataset = dataset
-        self.svc: Services = build_services(self.settings)
         self.es = make_es(self.settings, timeout=60)
-        self.engine = Engine(self.svc)
-        self.store = ProfileStore(self.svc.redis, self.settings)
+        self.redis = make_redis(self.settings)
+        self.engine = Recommender(self.settings, make_es(self.settings), self.redis,
+                                  lambda: get_encoder(self.settings))
+        self.store = ProfileStore(self.redis, self.settings)
         self.index = alias_name(self.settings, "items")
         self.titles = {str(item.get("id")): str(item.get("title", "")) for item in dataset.items}
         self.vectors: dict[str, np.ndarray] = {}
@@ -104,9 +104,9 @@ class Harness:
 
     def clear_state(self) -> int:
         """Delete every Redis key under this prefix (profiles, seen sets, history, trending, caches)."""
-        keys = list(self.svc.redis.scan_iter(match=f"{self.settings.index_prefix}:*", count=1000))
+        keys = list(self.redis.scan_iter(match=f"{self.settings.index_prefix}:*", count=1000))
         for start in range(0, len(keys), 1000):
-            self.svc.redis.delete(*keys[start:start + 1000])
+            self.redis.delete(*keys[start:start + 1000])
         return len(keys)
 
     def load_profiles(self, data: Split) -> int:
@@ -117,12 +117,7 @@ class Harness:
             if not events:
                 continue
             applied = [AppliedEvent(e.item_id, event_weight(e.type), e.ts, None) for e in events]
-            known = [(self.vectors[e.item_id], e.weight, e.ts, e.session_id) for e in applied
-                     if e.item_id in self.vectors]
-            profile = rebuild(known, half_life_s=self.store.half_life_s)
-            profile.version = len(applied)
-            profile.event_count = len(applied)
-            self.store.replace(user_id, profile, applied)
+            self.store.replace(user_id, profile_from_events(applied, self.vectors, self.store.half_life_s), applied)
             users += 1
         return users
 
@@ -181,7 +176,7 @@ class Harness:
         def recommend(user_id: str) -> list[str]:
             # Same exclusions as the engine: the real seen set plus the held-out validation items.
             filters = search.Filters(exclude_ids=tuple(dict.fromkeys(self.store.seen(user_id) + list(extra[user_id]))))
-            return [hit.id for hit in search.popular_items(self.svc.es, self.index, filters, k)]
+            return [hit.id for hit in search.popular_items(self.engine.es, self.index, filters, k)]
         return recommend
 
     @staticmethod

@@ -19,7 +19,7 @@ LINEAR_W_BM25 = 1.0
 
 @dataclass(frozen=True)
 class Strategy:
-    """One row of the table. kind "engine" goes through api.recommend.Engine with `params`."""
+    """One row of the table. kind "engine" goes through indexer.recommender.Recommender with `params`."""
 
     name: str
     kind: Literal["popularity", "engine", "als"]

@@ -8,6 +8,7 @@ from typing import Any
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import streaming_bulk
 
+from indexer.cf_fields import CF_FIELDS
 from indexer.documents import Existing
 
 # Rejections (429) are retried by the helper, and only the rejected documents; other
@@ -77,14 +78,9 @@ def delete_documents(es: Elasticsearch, indices: Sequence[str], ids: Sequence[st
 
 
 def fetch_existing(es: Elasticsearch, index: str, ids: Sequence[str]) -> dict[str, Existing]:
-    """text_hash, embedding_model and embedding of the ids already in `index`."""
+    """text_hash, embedding, model fields of the ids already in `index`."""
     if not ids:
         return {}
     response = es.mget(index=index, ids=list(dict.fromkeys(ids)),
-                       source_includes=["text_hash", "embedding_model", "embedding"])
-    found = {}
-    for doc in response["docs"]:
-        if doc.get("found"):
-            src = doc.get("_source", {})
-            found[doc["_id"]] = Existing(src.get("text_hash"), src.get("embedding_model"), src.get("embedding"))
-    return found
+                       source_includes=["text_hash", "embedding_model", "embedding", *CF_FIELDS])
+    return {doc["_id"]: Existing.from_source(doc.get("_source", {})) for doc in response["docs"] if doc.get("found")}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -11,8 +11,10 @@ from elasticsearch.helpers import scan
 
 from indexer import lifecycle
 from indexer.bulk import BulkReport, delete_documents, fetch_existing, index_documents
+from indexer.cf_fields import CF_FIELDS, model_field, slot_fields
 from indexer.documents import Existing, Item, build_documents
-from indexer.encoder import Encoder, text_hash, item_text
+from indexer.cf_serving import ServingModel
+from indexer.encoder import Encoder, item_text, text_hash
 from indexer.errors import IndexVerificationFailed
 from indexer.settings import Settings
 
@@ -31,13 +33,21 @@ class IndexResult:
         return asdict(self)
 
 
-def index_items(es: Elasticsearch, settings: Settings, items: Sequence[Item], encoder: Encoder) -> IndexResult:
-    """Embed what changed and write the items into the live index (and a version being built)."""
+def index_items(es: Elasticsearch, settings: Settings, items: Sequence[Item], encoder: Encoder,
+                models: Mapping[str, ServingModel] | None = None) -> IndexResult:
+    """Embed what changed and write the items into the live index (and a version being built).
+
+    `models` are the collaborative models each slot holds: an item they never saw gets factors mapped
+    from its content, so it can be recommended before anyone touches it."""
     targets = lifecycle.write_targets(es, settings)
     if not targets:
         targets = [lifecycle.ensure_indices(es, settings)["items"]]
     existing = fetch_existing(es, targets[0], [item.id for item in items])
     build = build_documents(items, existing, encoder.model_id, encoder.encode)
+    for slot, model in (models or {}).items():
+        for doc in build.documents:
+            if doc.get(model_field(slot)) != model.version:
+                doc.update(slot_fields(slot, model.version, model.cold_factors(doc.get("embedding")), None))
     report = index_documents(es, targets, build.documents)
     # A write reaches every target; count per item, not per (item, index) pair.
     per_target = max(1, len(targets))
@@ -82,7 +92,7 @@ def reindex(es: Elasticsearch, settings: Settings, encoder: Encoder, progress: P
     try:
         pending: list[dict[str, Any]] = []
         hits = scan(es.options(request_timeout=60), index=source, query={"query": {"match_all": {}}}, size=batch,
-                    version=True, source_includes=["*", "embedding"], scroll="5m")
+                    version=True, source_includes=["*", "embedding", *CF_FIELDS], scroll="5m")
         for hit in hits:
             pending.append(hit)
             if len(pending) >= batch:
@@ -112,8 +122,7 @@ def _copy_batch(es: Elasticsearch, target: str, hits: list[dict[str, Any]], enco
                 result: IndexResult) -> None:
     items = [_doc_to_item(hit["_source"], int(hit["_version"])) for hit in hits]
     existing = {
-        hit["_id"]: Existing(hit["_source"].get("text_hash"), hit["_source"].get("embedding_model"),
-                             hit["_source"].get("embedding"))
+        hit["_id"]: Existing.from_source(hit["_source"])
         for hit in hits
         # A stored hash that no longer matches the template must not be trusted.
         if hit["_source"].get("text_hash") == text_hash(item_text(hit["_source"].get("title", ""),

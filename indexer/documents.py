@@ -99,11 +99,18 @@ def validate_items(raw: Iterable[Any], *, max_text_chars: int, stamp_missing: bo
 
 @dataclass(frozen=True)
 class Existing:
-    """What the index already holds for an item: enough to decide whether to embed again."""
+    """What the index already holds for an item: enough to decide whether to embed again, and the
+    collaborative-model fields, which an update of the item's content carries over unchanged."""
 
     text_hash: str | None
     embedding_model: str | None
     embedding: list[float] | None
+    collaborative: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_source(cls, source: Mapping[str, Any]) -> Existing:
+        return cls(source.get("text_hash"), source.get("embedding_model"), source.get("embedding"),
+                   {k: v for k, v in source.items() if k.startswith("cf_")})
 
 
 @dataclass
@@ -126,6 +133,8 @@ def build_documents(items: Sequence[Item], existing: Mapping[str, Existing], mod
         doc = item.model_dump(mode="json", exclude={"version"}, exclude_none=True)
         doc.update(text_hash=digest, embedding_model=model_id)
         prior = existing.get(item.id)
+        if prior:
+            doc.update(prior.collaborative)
         if prior and prior.text_hash == digest and prior.embedding_model == model_id and prior.embedding:
             doc["embedding"] = prior.embedding
             report.reused += 1

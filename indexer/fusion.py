@@ -7,9 +7,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
-    "POPULARITY_SOURCE", "FusedHit", "Hit", "Normalization", "Ranking", "SourceContribution",
+    "FUSION_DEPTH", "POPULARITY_SOURCE", "FusedHit", "Hit", "Normalization", "Ranking", "SourceContribution",
     "apply_popularity_prior", "fuse_linear", "fuse_rrf", "normalize_minmax", "normalize_zscore"
 ]
+
+# How deep each retriever's list is when fusion is linear (its scores are normalised over the list), in
+# the engine and in the offline scoring that chooses a model's fusion weights alike.
+FUSION_DEPTH = 50
 
 POPULARITY_SOURCE = "popularity"
 """Name under which apply_popularity_prior records its contribution in FusedHit.sources."""

@@ -10,7 +10,7 @@ from typing import Any
 from indexer.settings import Settings
 
 MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "mappings"
-INDEX_KINDS = ("items", "events", "users", "reco_logs")
+INDEX_KINDS = ("items", "events", "users", "reco_logs", "models")
 
 
 @lru_cache(maxsize=None)

@@ -10,6 +10,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from indexer import interactions as interaction_codec
+from indexer.interactions import Interaction
+
 __all__ = [
     "EVENT_WEIGHTS", "Profile", "UnknownEventType", "apply_event", "event_weight",
     "from_bytes", "interest_vector", "query_vector", "rebuild", "session_vector", "to_bytes"
@@ -72,6 +75,8 @@ class Profile:
     version: int = 0
     event_count: int = 0
     session_mass: float = 0.0
+    # Recent positive interactions, newest first, for the collaborative retrievers (indexer.interactions).
+    interactions: tuple[Interaction, ...] = ()
 
     def __post_init__(self) -> None:
         # Redis stores "no session" as an empty value, so an empty id and no id must mean the same.
@@ -86,8 +91,8 @@ class Profile:
             and _same_array(self.session, other.session)
             and (self.long_weight, self.session_mass, self.session_id, self.session_ts)
             == (other.long_weight, other.session_mass, other.session_id, other.session_ts)
-            and (self.updated_ts, self.version, self.event_count)
-            == (other.updated_ts, other.version, other.event_count)
+            and (self.updated_ts, self.version, self.event_count, self.interactions)
+            == (other.updated_ts, other.version, other.event_count, other.interactions)
         )
 
 
@@ -140,6 +145,7 @@ def apply_event(
         version=profile.version + 1,
         event_count=profile.event_count + 1,
         session_mass=session_mass,
+        interactions=profile.interactions,
     )
 
 
@@ -213,6 +219,7 @@ def to_bytes(profile: Profile) -> dict[str, bytes]:
         "updated_ts": _optional_float_bytes(profile.updated_ts),
         "version": str(profile.version).encode("ascii"),
         "event_count": str(profile.event_count).encode("ascii"),
+        "interactions": interaction_codec.encode(profile.interactions),
     }
 
 
@@ -240,6 +247,7 @@ def from_bytes(mapping: Mapping[bytes, bytes] | Mapping[str, bytes]) -> Profile:
         version=integer("version"),
         event_count=integer("event_count"),
         session_mass=number("session_mass") or 0.0,
+        interactions=interaction_codec.decode(fields.get("interactions", b"")),
     )
 
 

@@ -11,7 +11,8 @@ import numpy as np
 from redis import Redis
 from redis.exceptions import WatchError
 
-from indexer.profile import Profile, apply_event, from_bytes, to_bytes
+from indexer.interactions import Interaction, record
+from indexer.profile import Profile, apply_event, from_bytes, rebuild, to_bytes
 from indexer.settings import Settings
 
 # Trending scores are stored as count * 2 ** ((ts - EPOCH) / half_life): adding 2 ** (...) per event
@@ -26,6 +27,18 @@ class AppliedEvent:
     weight: float
     ts: float
     session_id: str | None
+
+
+def profile_from_events(events: Sequence[AppliedEvent], vectors: Mapping[str, np.ndarray],
+                        half_life_s: float) -> Profile:
+    """The profile a user's events give, as if applied live: the interest vectors from the events whose
+    item has a vector; version, count and the interaction history from every event."""
+    known = [(vectors[e.item_id], e.weight, e.ts, e.session_id) for e in events if e.item_id in vectors]
+    profile = rebuild(known, half_life_s=half_life_s)
+    history: tuple[Interaction, ...] = ()
+    for event in sorted(events, key=lambda e: e.ts):
+        history = record(history, event.item_id, event.weight, event.ts)
+    return replace(profile, version=len(events), event_count=len(events), interactions=history)
 
 
 class ProfileStore:
@@ -72,6 +85,8 @@ class ProfileStore:
                                               session_id=event.session_id, half_life_s=self.half_life_s)
                     else:
                         updated = replace(profile, version=profile.version + 1, event_count=profile.event_count + 1)
+                    updated = replace(updated, interactions=record(profile.interactions, event.item_id,
+                                                                   event.weight, event.ts))
                     pipe.multi()
                     pipe.hset(key, mapping=to_bytes(updated))
                     self._side_effects(pipe, user_id, event)

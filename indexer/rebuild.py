@@ -11,8 +11,7 @@ from elasticsearch import Elasticsearch
 from indexer.clients import make_redis
 from indexer.events import scan_events
 from indexer.lifecycle import alias_name
-from indexer.profile import rebuild
-from indexer.profile_store import AppliedEvent, ProfileStore
+from indexer.profile_store import AppliedEvent, ProfileStore, profile_from_events
 from indexer.search import item_vectors
 from indexer.settings import Settings
 
@@ -30,12 +29,7 @@ def rebuild_profiles(es: Elasticsearch, settings: Settings) -> dict[str, Any]:
     store = ProfileStore(make_redis(settings), settings)
     store.clear_trending()
     for user_id, events in per_user.items():
-        known = [(vectors[e.item_id], e.weight, e.ts, e.session_id) for e in events if e.item_id in vectors]
-        profile = rebuild(known, half_life_s=store.half_life_s)
-        # Events on unknown items still count as seen and bump the version, as they did live.
-        profile.version = len(events)
-        profile.event_count = len(events)
-        store.replace(user_id, profile, events)
+        store.replace(user_id, profile_from_events(events, vectors, store.half_life_s), events)
     return {"users": len(per_user), "events": sum(len(v) for v in per_user.values())}
 
 

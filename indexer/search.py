@@ -9,45 +9,12 @@ import numpy as np
 from elasticsearch import Elasticsearch
 
 from indexer.errors import BackendUnavailable, NotFound
+from indexer.filters import Filters
 from indexer.fusion import Hit
+from indexer.queries import DISPLAY_FIELDS, bm25_query, knn_clause, search_body
 
-TEXT_FIELDS = ["title^3", "description", "tags.text^2"]
-DISPLAY_FIELDS = ["id", "title", "category", "tags", "price", "in_stock", "popularity", "created_at"]
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Constraints every hit must meet; applied inside each kNN search (pre-filter), not after it."""
-
-    categories: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    price_min: float | None = None
-    price_max: float | None = None
-    in_stock: bool | None = None
-    exclude_ids: tuple[str, ...] = ()
-
-    @property
-    def constrains_items(self) -> bool:
-        """Whether a hit must meet a condition on its fields (beyond not being excluded)."""
-        return bool(self.categories or self.tags) or self.in_stock is not None \
-            or self.price_min is not None or self.price_max is not None
-
-    def clause(self) -> dict[str, Any]:
-        must: list[dict[str, Any]] = []
-        if self.categories:
-            must.append({"terms": {"category": list(self.categories)}})
-        if self.tags:
-            must.append({"terms": {"tags": list(self.tags)}})
-        if self.price_min is not None or self.price_max is not None:
-            bounds = {k: v for k, v in (("gte", self.price_min), ("lte", self.price_max)) if v is not None}
-            must.append({"range": {"price": bounds}})
-        if self.in_stock is not None:
-            must.append({"term": {"in_stock": self.in_stock}})
-        bool_query: dict[str, Any] = {"filter": must}
-        if self.exclude_ids:
-            bool_query["must_not"] = [{"ids": {"values": list(self.exclude_ids)}}]
-        return {"bool": bool_query}
-
+__all__ = ["Filters", "Retrieval", "filtered_ids", "item_vectors", "items_by_id", "msearch", "popular_items",
+           "retrieve"]
 
 @dataclass
 class Retrieval:
@@ -57,31 +24,24 @@ class Retrieval:
     took_ms: int = 0
 
 
-def _knn(vector: np.ndarray, filters: Filters, k: int, num_candidates: int) -> dict[str, Any]:
-    return {"field": "embedding", "query_vector": [float(x) for x in vector], "k": k,
-            "num_candidates": max(num_candidates, k), "filter": filters.clause()}
-
-
 def retrieve(es: Elasticsearch, index: str, *, filters: Filters, size: int, text: str | None = None,
              user_vector: np.ndarray | None = None, query_vector: np.ndarray | None = None,
              num_candidates: int = 100, with_vectors: bool = False, timeout: float | None = None) -> Retrieval:
-    """Run BM25 (when text), kNN on the user vector and kNN on the query vector in one msearch.
-
-    Each ranking comes back separately so the application can fuse them (RRF or linear) on any
-    node, licensed or not.
-    """
-    source: dict[str, Any] = {"includes": DISPLAY_FIELDS + (["embedding"] if with_vectors else [])}
+    """The content retrievers in one msearch: BM25 (when text), kNN on the user vector, kNN on the query
+    vector. Each ranking comes back separately so the application can fuse them on any node."""
     searches: list[tuple[str, dict[str, Any]]] = []
     if text:
-        searches.append(("bm25", {"size": size, "_source": source, "query": {"bool": {
-            "must": [{"multi_match": {"query": text, "fields": TEXT_FIELDS, "type": "best_fields"}}],
-            "filter": [filters.clause()]}}}))
-    if user_vector is not None:
-        searches.append(("user_knn", {"size": size, "_source": source,
-                                      "knn": _knn(user_vector, filters, size, num_candidates)}))
-    if query_vector is not None:
-        searches.append(("query_knn", {"size": size, "_source": source,
-                                       "knn": _knn(query_vector, filters, size, num_candidates)}))
+        searches.append(("bm25", search_body(size, with_vectors, query=bm25_query(text, filters))))
+    for name, vector in (("user_knn", user_vector), ("query_knn", query_vector)):
+        if vector is not None:
+            searches.append((name, search_body(size, with_vectors,
+                                               knn=knn_clause(vector, filters, size, num_candidates))))
+    return msearch(es, index, searches, timeout=timeout)
+
+
+def msearch(es: Elasticsearch, index: str, searches: Sequence[tuple[str, dict[str, Any]]],
+            timeout: float | None = None) -> Retrieval:
+    """Run named search bodies (indexer.queries) in one msearch round trip; one ranking per name."""
     result = Retrieval()
     if not searches:
         return result

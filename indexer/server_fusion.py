@@ -10,7 +10,8 @@ import numpy as np
 from elasticsearch import ApiError, Elasticsearch
 
 from indexer.fusion import Hit
-from indexer.search import DISPLAY_FIELDS, TEXT_FIELDS, Filters
+from indexer.filters import Filters
+from indexer.queries import DISPLAY_FIELDS, bm25_query, knn_clause
 
 PROBE_TTL_S = 600.0
 _probe: dict[str, tuple[bool, float]] = {}
@@ -22,13 +23,10 @@ def rrf_retriever_body(*, filters: Filters, size: int, text: str | None, user_ve
     """One _search body fusing BM25 and the kNN retrievers on the server, every filter inside each."""
     retrievers: list[dict[str, Any]] = []
     if text:
-        retrievers.append({"standard": {"query": {"bool": {
-            "must": [{"multi_match": {"query": text, "fields": TEXT_FIELDS, "type": "best_fields"}}],
-            "filter": [filters.clause()]}}}})
+        retrievers.append({"standard": {"query": bm25_query(text, filters)}})
     for vector in (user_vector, query_vector):
         if vector is not None:
-            retrievers.append({"knn": {"field": "embedding", "query_vector": [float(x) for x in vector], "k": size,
-                                       "num_candidates": max(num_candidates, size), "filter": filters.clause()}})
+            retrievers.append({"knn": knn_clause(vector, filters, size, num_candidates)})
     if len(retrievers) < 2:
         raise ValueError("server-side RRF needs at least two retrievers")
     return {"size": size, "_source": {"includes": DISPLAY_FIELDS},

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from tqdm import tqdm
 from indexer import lifecycle
 from indexer.clients import make_es
 from indexer.settings import SettingsError, get_settings
+
+PLUGIN_GROUP = "hybridrec.commands"
 
 BATCH = 200
 
@@ -115,7 +118,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from workers.datasets import movielens_items, recbole_wheel
+    from indexer.datasets import movielens_items, recbole_wheel
 
     items = movielens_items(recbole_wheel(Path(args.cache)))
     totals = ingest(iter(items), sync=args.sync, total=len(items))
@@ -237,12 +240,6 @@ def cmd_kibana_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from eval.cli import run
-
-    return run(args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybridrec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -279,12 +276,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ca-cert")
     p.add_argument("--timeout", type=float, default=30.0)
     p.set_defaults(func=cmd_kibana_import)
-    p = sub.add_parser("eval", help="offline evaluation of the strategies (see eval/)")
-    from eval.cli import add_arguments
-
-    add_arguments(p)
-    p.set_defaults(func=cmd_eval)
+    load_plugins(sub)
     return parser
+
+
+def load_plugins(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> list[str]:
+    """Add the command groups other packages register under the `hybridrec.commands` entry point (the
+    evaluation is one). A group that fails to load is reported and left out; the rest still work."""
+    loaded = []
+    for entry in entry_points(group=PLUGIN_GROUP):
+        try:
+            entry.load()(sub)
+        except Exception as exc:  # noqa: BLE001 - any broken plugin must not take the whole CLI down
+            print(f"hybridrec: command group {entry.name!r} not available ({type(exc).__name__}: {exc})",
+                  file=sys.stderr)
+            continue
+        loaded.append(entry.name)
+    return loaded
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.search import Filters
+from indexer.filters import Filters
 from indexer.server_fusion import rrf_retriever_body
 
 

@@ -1,53 +1,80 @@
-"""The read path: profile, query embedding, one msearch, fusion, MMR, popularity prior, explain, caching."""
+"""The ranking engine: profile, query embedding, one msearch, fusion, MMR, popularity prior, explain.
+
+It is handed its clients and knows nothing of HTTP or task queues: the API, the evaluation and the
+benchmarks build it the same way.
+"""
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from elasticsearch import ApiError
+from elasticsearch import ApiError, Elasticsearch
 from elasticsearch import ConnectionError as ESConnectionError
 from elasticsearch import ConnectionTimeout
+from redis import Redis
 
-from api.observability import CACHE, timed
-from api.params import ReadParams
-from api.services import Services
-from indexer import search
+from indexer import queries, search
+from indexer.cf_serving import ModelCache, ServingModel
 from indexer.diversity import mmr
+from indexer.encoder import Encoder
 from indexer.errors import BackendUnavailable, NotFound
-from indexer.fusion import FusedHit, Hit, apply_popularity_prior, fuse_linear, fuse_rrf
+from indexer.fusion import FUSION_DEPTH, FusedHit, Hit, apply_popularity_prior, fuse_linear, fuse_rrf
 from indexer.lifecycle import alias_name
 from indexer.profile import query_vector
 from indexer.profile_store import ProfileStore
+from indexer.read_params import ReadParams
+from indexer.response_cache import ResponseCache
 from indexer.server_fusion import rrf_retriever_body, search_rrf, server_rrf_available
+from indexer.settings import Settings
+from indexer.telemetry import timed
 
-# A cold-start answer is trending items, which move with everyone's events and no profile version
-# tracks them: keep it only briefly.
-COLD_CACHE_TTL_S = 10
 QVEC_CACHE_TTL_S = 24 * 3600
-# The last good answer per user and parameters, served (flagged degraded) while Elasticsearch is down.
-LAST_GOOD_TTL_S = 24 * 3600
 ES_DOWN = (ESConnectionError, ConnectionTimeout)
+NUM_CANDIDATES = 100
+log = logging.getLogger(__name__)
 
 
-class Engine:
-    def __init__(self, svc: Services) -> None:
-        self.svc = svc
-        self.store = ProfileStore(svc.redis, svc.settings)
-        self.index = alias_name(svc.settings, "items")
+@dataclass(frozen=True)
+class Collaborative:
+    """The serving model and this request's inputs to its two retrievers (empty: retriever off)."""
+
+    model: ServingModel | None
+    history: list[tuple[str, float]]
+    user_factor: np.ndarray | None
+
+    @property
+    def active(self) -> bool:
+        return self.model is not None and (bool(self.history) or self.user_factor is not None)
+
+
+class Recommender:
+    """Ranks items for a user, a query or an anchor item. `encoder` is called on first need (only
+    requests with query text embed anything)."""
+
+    def __init__(self, settings: Settings, es: Elasticsearch, redis: Redis, encoder: Callable[[], Encoder]) -> None:
+        self.settings = settings
+        self.es = es
+        self.redis = redis
+        self.encoder = encoder
+        self.store = ProfileStore(redis, settings)
+        self.cache = ResponseCache(redis, settings)
+        self.models = ModelCache(es, settings)
+        self.index = alias_name(settings, "items")
 
     # -- query embedding, cached in Redis (shared by every API process) --------------------------------
     def embed_query(self, text: str) -> np.ndarray:
-        encoder = self.svc.encoder()
-        key = f"{self.svc.settings.index_prefix}:qvec:{encoder.model_id}:{hashlib.sha256(text.encode()).hexdigest()}"
-        raw = self.svc.redis.get(key)
+        encoder = self.encoder()
+        key = f"{self.settings.index_prefix}:qvec:{encoder.model_id}:{hashlib.sha256(text.encode()).hexdigest()}"
+        raw = self.redis.get(key)
         if raw:
             return np.frombuffer(raw, dtype=np.float32)
         vector = encoder.encode([text])[0]
-        self.svc.redis.set(key, vector.astype("<f4").tobytes(), ex=QVEC_CACHE_TTL_S)
+        self.redis.set(key, vector.astype("<f4").tobytes(), ex=QVEC_CACHE_TTL_S)
         return vector
 
     # -- recommendations ----------------------------------------------------------------------------------
@@ -57,58 +84,64 @@ class Engine:
         with timed("redis", "load_profile"):
             profile, seen = self.store.load_with_seen(user_id) if user_id else (None, [])
         version = profile.version if profile else 0
-        cache_key = self._cache_key(user_id, version, params, anchor_id)
-        ttl = self.svc.settings.reco_cache_ttl
-        with timed("redis", "cache_get"):
-            cached = self.svc.redis.get(cache_key) if ttl else None
-        if ttl:
-            CACHE.labels("hit" if cached else "miss").inc()
+        model = self._serving_model() if user_id else None
+        params = params.resolved(model.defaults() if model else None)
+        model_tag = str(model.version) if model else ""
+        cache_key = self.cache.key(user_id, version, params, anchor_id, model_tag)
+        cached = self.cache.get(cache_key)
         if cached:
-            body = json.loads(cached)
-            body["cached"] = True
-            return body
+            return cached
 
         exclude: tuple[str, ...] = (anchor_id,) if anchor_id else ()
         if user_id and params.exclude_seen:
             exclude += tuple(seen)
         filters = params.filters(exclude)
         # A source whose weight is 0 is switched off: it is neither embedded nor searched.
-        user_vec = query_vector(profile, now=time.time()) if profile and params.w_user > 0 else None
+        user_vec = query_vector(profile, now=time.time()) if profile and params.w_user else None
         if params.w_query > 0:
             q_vec = self.embed_query(params.q) if params.q else anchor_vector
         else:
             q_vec = None
+        history = profile.interactions if profile else ()
+        collaborative = Collaborative(
+            model,
+            model.history_weights(history) if model and params.w_item else [],
+            model.user_factor(history) if model and params.w_cf else None,
+        )
         size = params.k * params.page
-        last_good_key = self._cache_key(user_id, None, params, anchor_id)
+        last_good_key = self.cache.key(user_id, None, params, anchor_id, model_tag)
         try:
-            if user_vec is None and q_vec is None and not (params.q and params.w_bm25 > 0):
+            if user_vec is None and q_vec is None and not (params.q and params.w_bm25 > 0) \
+                    and not collaborative.active:
                 body = self._cold_start(filters, params, size)
             else:
-                body = self._hybrid(params, filters, size, user_id, user_vec, q_vec)
+                body = self._hybrid(params, filters, size, user_id, user_vec, q_vec, collaborative)
         except (*ES_DOWN, BackendUnavailable):
             return self._degraded(last_good_key, filters, params, user_id, version, started)
         except ApiError as exc:
             if exc.status_code < 500:
                 raise
             return self._degraded(last_good_key, filters, params, user_id, version, started)
-        body.update(user_id=user_id, profile_version=version, cached=False, degraded=False,
-                    took_ms=round((time.perf_counter() - started) * 1000, 2))
-        if ttl:
-            ttl = min(ttl, COLD_CACHE_TTL_S) if body["cold_start"] else ttl
-            encoded = json.dumps(body)
-            with self.svc.redis.pipeline(transaction=False) as pipe:
-                pipe.set(cache_key, encoded, ex=ttl)
-                pipe.set(last_good_key, encoded, ex=LAST_GOOD_TTL_S)
-                pipe.execute()
+        body.update(user_id=user_id, profile_version=version, model_version=model.version if model else None,
+                    cached=False, degraded=False, took_ms=round((time.perf_counter() - started) * 1000, 2))
+        self.cache.put(cache_key, last_good_key, body)
         return body
+
+    def _serving_model(self) -> ServingModel | None:
+        """The serving collaborative model; None when there is none or the registry cannot be read (the
+        content retrievers still answer, and an unreachable cluster degrades below)."""
+        try:
+            return self.models.serving()
+        except (*ES_DOWN, ApiError, NotFound) as exc:
+            log.warning("collaborative model unavailable, serving without it: %s", exc)
+            return None
 
     def _degraded(self, last_good_key: str, filters: search.Filters, params: ReadParams, user_id: str | None,
                   version: int, started: float) -> dict[str, Any]:
         """Elasticsearch is unavailable: the last good answer for this request if there is one, else
         trending from Redis (ids and scores only). Always flagged degraded; never an error."""
-        cached = self.svc.redis.get(last_good_key)
-        if cached:
-            body = json.loads(cached)
+        body = self.cache.last_good(last_good_key)
+        if body:
             body.update(cached=True, degraded=True, took_ms=round((time.perf_counter() - started) * 1000, 2))
             return body
         # Without Elasticsearch a filter cannot be checked: return nothing rather than items that break it.
@@ -118,28 +151,21 @@ class Engine:
                 "cold_start": True, "degraded": True, "cached": False, "user_id": user_id,
                 "profile_version": version, "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
-    def _cache_key(self, user_id: str | None, version: int | None, params: ReadParams, anchor: str | None) -> str:
-        """Per profile version (an event invalidates it); version None: the version-less last good answer."""
-        digest = hashlib.sha256(params.model_dump_json().encode() + (anchor or "").encode()).hexdigest()[:24]
-        kind = "reco" if version is not None else "reco-last"
-        return f"{self.svc.settings.index_prefix}:{kind}:{digest}:{version}:{user_id or '-'}"
-
     def _hybrid(self, params: ReadParams, filters: search.Filters, size: int, user_id: str | None,
-                user_vec: np.ndarray | None, q_vec: np.ndarray | None) -> dict[str, Any]:
+                user_vec: np.ndarray | None, q_vec: np.ndarray | None, cf: Collaborative) -> dict[str, Any]:
         want_vectors = params.mmr_lambda is not None or params.explain
-        depth = max(size * 3, 50) if params.mmr_lambda is not None else size
         text = params.q if params.w_bm25 > 0 else None
-        if self._server_side(params, text, user_vec, q_vec):
+        if not cf.active and self._server_side(params, text, user_vec, q_vec):
             return self._hybrid_server(params, filters, size, text, user_vec, q_vec)
+        searches = self._searches(params, filters, size, text, user_vec, q_vec, cf, want_vectors)
         with timed("elasticsearch", "msearch"):
-            retrieval = search.retrieve(self.svc.es, self.index, filters=filters, size=depth, text=text,
-                                        user_vector=user_vec, query_vector=q_vec, with_vectors=want_vectors)
+            retrieval = search.msearch(self.es, self.index, searches)
         weights = {name: w for name, w in params.weights().items() if name in retrieval.rankings}
         if params.fusion == "rrf":
             fused = fuse_rrf(retrieval.rankings, k=params.rrf_k, weights=weights)
         else:
             fused = fuse_linear(retrieval.rankings, weights=weights, normalization=params.normalization)
-        if params.popularity_weight > 0:
+        if params.popularity_weight:
             popularity = {i: float(src.get("popularity") or 0) for i, src in retrieval.items.items()}
             fused = apply_popularity_prior(fused, popularity, params.popularity_weight)
         if params.mmr_lambda is not None:
@@ -148,11 +174,35 @@ class Engine:
             by_id = {h.id: h for h in fused}
             fused = [by_id[i] for i in order]
         page = fused[(params.page - 1) * params.k: params.page * params.k]
-        because = self._because(user_id, page, retrieval.vectors) if params.explain and user_id else {}
+        because = self._because(user_id, page, retrieval.vectors, cf) if params.explain and user_id else {}
         items = [self._render(h, retrieval.items.get(h.id, {}), params.explain, because.get(h.id)) for h in page]
         return {"items": items, "strategy": params.fusion, "fusion_side": "app", "cold_start": False,
                 "es_took_ms": retrieval.took_ms,
                 "retrievers": sorted(retrieval.rankings)}
+
+    def _searches(self, params: ReadParams, filters: search.Filters, size: int, text: str | None,
+                  user_vec: np.ndarray | None, q_vec: np.ndarray | None, cf: Collaborative,
+                  with_vectors: bool) -> list[tuple[str, dict[str, Any]]]:
+        """One search body per active retriever, every filter inside each (indexer.queries)."""
+        if params.mmr_lambda is not None:
+            depth = max(size * 3, 50)
+        else:
+            # Linear fusion weighs each list's scores: over a deeper list, as the weights were chosen on.
+            depth = max(size, FUSION_DEPTH) if params.fusion == "linear" else size
+        out: list[tuple[str, dict[str, Any]]] = []
+        if text:
+            out.append(("bm25", queries.search_body(depth, with_vectors, query=queries.bm25_query(text, filters))))
+        for name, vector in (("user_knn", user_vec), ("query_knn", q_vec)):
+            if vector is not None:
+                out.append((name, queries.search_body(depth, with_vectors,
+                                                      knn=queries.knn_clause(vector, filters, depth, NUM_CANDIDATES))))
+        if cf.model is not None and cf.history:
+            body = queries.item_item_query(cf.model.neighbours_field, cf.history, filters)
+            out.append(("item_item", queries.search_body(depth, with_vectors, query=body)))
+        if cf.model is not None and cf.user_factor is not None:
+            knn = queries.knn_clause(cf.user_factor, filters, depth, NUM_CANDIDATES, field=cf.model.factors_field)
+            out.append(("cf_knn", queries.search_body(depth, with_vectors, knn=knn)))
+        return out
 
     def _server_side(self, params: ReadParams, text: str | None, user_vec: np.ndarray | None,
                      q_vec: np.ndarray | None) -> bool:
@@ -162,14 +212,14 @@ class Engine:
                   if on is not None]
         plain = (params.fusion == "rrf" and not params.explain and params.mmr_lambda is None
                  and params.popularity_weight == 0 and len(active) >= 2 and all(w == 1.0 for w in active))
-        return plain and self.svc.settings.server_fusion == "auto" and server_rrf_available(self.svc.es, self.index)
+        return plain and self.settings.server_fusion == "auto" and server_rrf_available(self.es, self.index)
 
     def _hybrid_server(self, params: ReadParams, filters: search.Filters, size: int, text: str | None,
                        user_vec: np.ndarray | None, q_vec: np.ndarray | None) -> dict[str, Any]:
         body = rrf_retriever_body(filters=filters, size=size, text=text, user_vector=user_vec, query_vector=q_vec,
                                   rank_constant=params.rrf_k)
         with timed("elasticsearch", "search_rrf"):
-            hits, docs, took = search_rrf(self.svc.es, self.index, body)
+            hits, docs, took = search_rrf(self.es, self.index, body)
         page = hits[(params.page - 1) * params.k: params.page * params.k]
         items = [{"id": h.id, "score": h.score, **{k: v for k, v in docs.get(h.id, {}).items() if k != "id"}}
                  for h in page]
@@ -179,16 +229,16 @@ class Engine:
     def _cold_start(self, filters: search.Filters, params: ReadParams, size: int) -> dict[str, Any]:
         """No profile and no query: trending (time-decayed event counts), topped up by catalog popularity."""
         trending = self.store.trending(size * 3 + 20, exclude=filters.exclude_ids)
-        ids = search.filtered_ids(self.svc.es, self.index, [i for i, _ in trending], filters)[:size]
+        ids = search.filtered_ids(self.es, self.index, [i for i, _ in trending], filters)[:size]
         scores = dict(trending)
         hits = [Hit(i, scores[i]) for i in ids]
         if len(hits) < size:
-            more = search.popular_items(self.svc.es, self.index,
+            more = search.popular_items(self.es, self.index,
                                         replace(filters, exclude_ids=filters.exclude_ids + tuple(ids)),
                                         size - len(hits))
             hits.extend(more)
         page = hits[(params.page - 1) * params.k: params.page * params.k]
-        docs = search.items_by_id(self.svc.es, self.index, [h.id for h in page])
+        docs = search.items_by_id(self.es, self.index, [h.id for h in page])
         items = []
         for rank, hit in enumerate(page, start=(params.page - 1) * params.k + 1):
             entry = {"id": hit.id, "score": hit.score, **{k: v for k, v in docs.get(hit.id, {}).items() if k != "id"}}
@@ -197,24 +247,35 @@ class Engine:
             items.append(entry)
         return {"items": items, "strategy": "trending", "cold_start": True}
 
-    def _because(self, user_id: str, page: list[FusedHit], vectors: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
-        """For each hit, the history item most similar to it: "because you liked X"."""
+    def _because(self, user_id: str, page: list[FusedHit], vectors: dict[str, np.ndarray],
+                 cf: Collaborative) -> dict[str, dict[str, Any]]:
+        """For each hit, the history item behind it: "because you liked X". Where the item-item retriever
+        pulled the hit in, the history item with the largest item-item contribution; otherwise the history
+        item most similar to it in content."""
+        out: dict[str, dict[str, Any]] = {}
+        if cf.model is not None and cf.history:
+            for hit in page:
+                if "item_item" in hit.sources:
+                    found = cf.model.because(hit.id, cf.history)
+                    if found:
+                        out[hit.id] = {**found, "retriever": "item_item"}
         history = self.store.history(user_id)[:20]
         if not history:
-            return {}
-        history_vectors = search.item_vectors(self.svc.es, self.index, history)
+            return out
+        history_vectors = search.item_vectors(self.es, self.index, history)
         if not history_vectors:
-            return {}
+            return out
         ids = list(history_vectors)
         matrix = np.stack([history_vectors[i] for i in ids])
-        out = {}
         for hit in page:
+            if hit.id in out:
+                continue
             vector = vectors.get(hit.id)
             if vector is None:
                 continue
             sims = matrix @ vector
             best = int(np.argmax(sims))
-            out[hit.id] = {"item_id": ids[best], "similarity": round(float(sims[best]), 4)}
+            out[hit.id] = {"item_id": ids[best], "similarity": round(float(sims[best]), 4), "retriever": "content"}
         return out
 
     @staticmethod
@@ -231,7 +292,7 @@ class Engine:
         return entry
 
     def similar(self, item_id: str, params: ReadParams) -> dict[str, Any]:
-        vectors = search.item_vectors(self.svc.es, self.index, [item_id])
+        vectors = search.item_vectors(self.es, self.index, [item_id])
         if item_id not in vectors:
             raise NotFound(f"item {item_id!r} is not in the catalog (or has no vector yet)")
         return self.recommend(None, params, anchor_vector=vectors[item_id], anchor_id=item_id)

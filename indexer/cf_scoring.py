@@ -1,0 +1,192 @@
+"""Offline scoring of the collaborative retrievers and their fusion, in numpy, for choosing a model's
+settings on held-out events: the same formulas Elasticsearch and the engine apply at request time
+(item-item sums, fold-in dot products, min-max linear fusion over each retriever's top hits, the
+popularity prior), over many users at once."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import csr_matrix
+
+from indexer.cf_models import fold_in
+from indexer.fusion import FUSION_DEPTH
+
+__all__ = ["FusionSetting", "Scorer", "TopLists", "ndcg_at", "recency_weights"]
+
+Scores = Callable[[Sequence[int]], np.ndarray]
+
+
+def recency_weights(n: int, gamma: float, half_life: float) -> np.ndarray:
+    """Weights of a history of n items, oldest first: (1 - gamma) + gamma * 0.5 ** (age / half_life),
+    age in events (0 = newest). gamma 0 is a flat history, gamma 1 pure recency."""
+    ages = np.arange(n - 1, -1, -1, dtype=np.float64)
+    return (1.0 - gamma) + gamma * np.power(0.5, ages / half_life)
+
+
+def ndcg_at(ranked: np.ndarray, relevant: set[int], k: int = 10) -> float:
+    gains = [1.0 / math.log2(position + 2) for position, item in enumerate(ranked[:k]) if int(item) in relevant]
+    ideal = sum(1.0 / math.log2(position + 2) for position in range(min(len(relevant), k)))
+    return sum(gains) / ideal if ideal else 0.0
+
+
+def batch_ndcg(ranked: np.ndarray, valid: np.ndarray, targets: Sequence[set[int]], k: int = 10) -> np.ndarray:
+    """NDCG@k per row of `ranked` (items, best first; entries where `valid` is False are not in the list)."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    if all(len(relevant) == 1 for relevant in targets):  # the held-out slices: one item per user
+        single = np.asarray([next(iter(relevant)) for relevant in targets])
+        hits = (ranked[:, :k] == single[:, None]) & valid[:, :k]
+        return (hits * discounts[:hits.shape[1]]).sum(axis=1) / discounts[0]
+    out = np.zeros(len(targets))
+    for row, relevant in enumerate(targets):
+        hits = np.isin(ranked[row, :k], list(relevant)) & valid[row, :k]
+        ideal = discounts[:min(len(relevant), k)].sum()
+        out[row] = (discounts[:hits.size][hits]).sum() / ideal if ideal else 0.0
+    return out
+
+
+@dataclass(frozen=True)
+class TopLists:
+    """One retriever's top items per user (rows), and their min-max normalised scores."""
+
+    rows: list[int]
+    indices: np.ndarray
+    values: np.ndarray
+    valid: np.ndarray  # False where the retriever had fewer than depth hits
+
+
+@dataclass(frozen=True)
+class FusionSetting:
+    """Weights of the retrievers (0 switches one off) and of the popularity prior."""
+
+    weights: Mapping[str, float]
+    popularity: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {**{f"w_{name}": float(w) for name, w in self.weights.items()}, "popularity_weight": self.popularity}
+
+
+class Scorer:
+    """Per-user score rows of each retriever for a set of held-out users, computed in chunks."""
+
+    def __init__(self, histories: Sequence[Sequence[tuple[int, float, float]]], n_items: int,
+                 popularity: np.ndarray) -> None:
+        self.histories = histories
+        self.n_items = n_items
+        self.log_popularity = np.log1p(np.maximum(popularity, 0.0))
+        self._histories: dict[tuple[float, float], csr_matrix] = {}
+
+    def history_matrix(self, rows: Sequence[int], gamma: float = 0.0, half_life: float = 10.0) -> csr_matrix:
+        """Users' history weights (binary, or recency-weighted), one row per entry of `rows`."""
+        key = (gamma, half_life) if gamma > 0 else (0.0, 0.0)
+        full = self._histories.get(key)
+        if full is None:
+            indptr, indices, data = [0], [], []
+            for history in self.histories:
+                weights = recency_weights(len(history), gamma, half_life) if gamma > 0 else np.ones(len(history))
+                merged: dict[int, float] = {}
+                for (item, _, _), weight in zip(history, weights):
+                    merged[item] = max(merged.get(item, 0.0), float(weight))
+                indices.extend(merged)
+                data.extend(merged.values())
+                indptr.append(len(indices))
+            full = csr_matrix((np.asarray(data, dtype=np.float64), indices, indptr),
+                              shape=(len(self.histories), self.n_items))
+            full.sort_indices()
+            self._histories[key] = full
+        return full[np.asarray(rows, dtype=np.int64)]
+
+    def item_item(self, neighbours: csr_matrix, gamma: float, half_life: float) -> Scores:
+        def scores(rows: Sequence[int]) -> np.ndarray:
+            return np.asarray((self.history_matrix(rows, gamma, half_life) @ neighbours).todense())
+        return scores
+
+    def content(self, item_vectors: np.ndarray, user_vectors: Mapping[int, np.ndarray]) -> Scores:
+        """Dot product of each user's content interest vector with every item's embedding."""
+        def scores(rows: Sequence[int]) -> np.ndarray:
+            users = np.stack([user_vectors.get(row, np.zeros(item_vectors.shape[1])) for row in rows])
+            return users @ item_vectors.T
+        return scores
+
+    def latent(self, factors: np.ndarray, regularization: float, alpha: float) -> Scores:
+        gram = factors.T @ factors
+
+        def scores(rows: Sequence[int]) -> np.ndarray:
+            out = np.zeros((len(rows), self.n_items))
+            for position, row in enumerate(rows):
+                items = sorted({item for item, _, _ in self.histories[row]})
+                if items:
+                    out[position] = factors @ fold_in(factors[items], gram, [1.0] * len(items), regularization,
+                                                      alpha)
+            return out
+        return scores
+
+    def top_lists(self, scores: Scores, rows: Sequence[int], depth: int = FUSION_DEPTH,
+                  chunk: int = 256, matching_only: bool = False) -> TopLists:
+        """Each user's top `depth` items of one retriever (history excluded), with min-max normalised
+        scores: all that linear fusion reads from a retriever. With matching_only, items scoring 0 are
+        not hits (a bool query returns only the documents that match a clause; kNN returns any)."""
+        indices = np.zeros((len(rows), depth), dtype=np.int64)
+        values = np.zeros((len(rows), depth))
+        valid = np.zeros((len(rows), depth), dtype=bool)
+        for start in range(0, len(rows), chunk):
+            part = list(rows[start:start + chunk])
+            block = scores(part)
+            if matching_only:
+                block[block <= 0] = -np.inf
+            block[self.history_matrix(part).nonzero()] = -np.inf
+            top = np.argpartition(-block, depth, axis=1)[:, :depth]
+            raw = np.take_along_axis(block, top, axis=1)
+            ok = np.isfinite(raw)
+            finite = np.where(ok, raw, np.nan)
+            with np.errstate(all="ignore"):
+                low, high = np.nanmin(finite, axis=1, keepdims=True), np.nanmax(finite, axis=1, keepdims=True)
+            spread = np.nan_to_num(high - low)
+            normalised = np.where(spread > 0, (finite - low) / np.where(spread > 0, spread, 1.0), 1.0)
+            indices[start:start + len(part)] = top
+            values[start:start + len(part)] = np.where(ok, normalised, 0.0)
+            valid[start:start + len(part)] = ok
+        return TopLists(list(rows), indices, values, valid)
+
+    def evaluate(self, lists: Mapping[str, TopLists], setting: FusionSetting, targets: Mapping[int, set[int]],
+                 k: int = 10, chunk: int = 256) -> float:
+        """Mean NDCG@k of the fused list over the users in `targets` (the rows of the lists)."""
+        active = {name: top for name, top in lists.items() if setting.weights.get(name, 0.0) > 0}
+        if not active:
+            return 0.0
+        rows = next(iter(active.values())).rows
+        total = 0.0
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            fused = np.zeros((len(part), self.n_items))
+            touched = np.zeros((len(part), self.n_items), dtype=bool)
+            for name, top in active.items():
+                idx = top.indices[start:start + len(part)]
+                ok = top.valid[start:start + len(part)]
+                np.put_along_axis(fused, idx, np.take_along_axis(fused, idx, axis=1)
+                                  + setting.weights[name] * top.values[start:start + len(part)], axis=1)
+                np.put_along_axis(touched, idx, np.take_along_axis(touched, idx, axis=1) | ok, axis=1)
+            if setting.popularity > 0:
+                # The engine scales the prior by the most popular of the request's own hits.
+                log_pop = np.where(touched, self.log_popularity[None, :], 0.0)
+                top_pop = log_pop.max(axis=1, keepdims=True)
+                fused += setting.popularity * np.divide(log_pop, top_pop, out=np.zeros_like(log_pop),
+                                                        where=top_pop > 0)
+            fused = np.where(touched, fused, -np.inf)
+            best = np.argpartition(-fused, k, axis=1)[:, :k]
+            order = np.argsort(-np.take_along_axis(fused, best, axis=1), axis=1, kind="stable")
+            best = np.take_along_axis(best, order, axis=1)
+            hit_ok = np.take_along_axis(touched, best, axis=1)
+            total += float(batch_ndcg(best, hit_ok, [targets[row] for row in part], k).sum())
+        return total / len(rows)
+
+    def popularity_ndcg(self, targets: Mapping[int, set[int]], k: int = 10) -> float:
+        order = np.argsort(-self.log_popularity, kind="stable")
+        total = 0.0
+        for row, relevant in targets.items():
+            seen = {item for item, _, _ in self.histories[row]}
+            ranked = [item for item in order[: k + len(seen)] if item not in seen][:k]
+            total += ndcg_at(np.asarray(ranked), relevant, k)
+        return total / len(targets) if targets else 0.0

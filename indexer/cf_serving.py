@@ -1,0 +1,146 @@
+"""The serving collaborative model as one process sees it: the pointer (re-read every few seconds), the
+model's artifacts (loaded once per version), and what a request needs from them: the item-item query's
+history weights, the folded-in user factor, the "because you liked" item and the cold-item factors."""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from elasticsearch import Elasticsearch, NotFoundError
+
+from indexer import model_registry as registry
+from indexer.cf_fields import factors_field, neighbours_field
+from indexer.cf_models import fold_in
+from indexer.cf_scoring import recency_weights
+from indexer.interactions import Interaction
+from indexer.settings import Settings
+
+__all__ = ["ModelCache", "ServingModel"]
+
+POINTER_TTL_S = 2.0
+# The item-item query boosts one term per history item; the newest ones carry nearly all the weight.
+MAX_QUERY_HISTORY = 100
+
+
+@dataclass
+class ServingModel:
+    version: int
+    slot: str
+    info: dict[str, Any]
+    artifacts: registry.Artifacts
+
+    def __post_init__(self) -> None:
+        self.row = {item: i for i, item in enumerate(self.artifacts.item_ids)}
+        self.incoming = self.artifacts.neighbours.tocsc()
+        params = self.info.get("params", {})
+        self.gamma = float(params.get("recency_gamma", 0.0))
+        self.half_life = float(params.get("recency_half_life", 10.0))
+        self.regularization = float(params.get("als_regularization", 1.0))
+        self.alpha = float(params.get("als_alpha", 1.0))
+
+    @property
+    def neighbours_field(self) -> str:
+        return neighbours_field(self.slot)
+
+    @property
+    def factors_field(self) -> str:
+        return factors_field(self.slot)
+
+    def defaults(self) -> dict[str, Any]:
+        """The fusion defaults chosen for this model on held-out events."""
+        params = self.info.get("params", {})
+        return {key: params[key] for key in ("fusion", "w_item", "w_cf", "w_user", "popularity_weight")
+                if key in params}
+
+    def history_weights(self, history: Sequence[Interaction]) -> list[tuple[str, float]]:
+        """(item id, weight) of the item-item query: recency-weighted, newest first, known items only."""
+        newest = list(history[:MAX_QUERY_HISTORY])
+        weights = recency_weights(len(newest), self.gamma, self.half_life)[::-1] if self.gamma > 0 \
+            else np.ones(len(newest))
+        return [(entry.item_id, float(weight)) for entry, weight in zip(newest, weights) if entry.item_id in self.row]
+
+    def user_factor(self, history: Sequence[Interaction]) -> np.ndarray | None:
+        """The user's latent factor, folded in from the history against the model's item factors."""
+        # Binary, as the model was trained: each known history item once, confidence alpha.
+        rows = sorted({self.row[e.item_id] for e in history if e.item_id in self.row and e.weight > 0})
+        if not rows:
+            return None
+        vector = fold_in(self.artifacts.factors[rows], self.artifacts.gram, [1.0] * len(rows),
+                         self.regularization, self.alpha)
+        return vector if np.isfinite(vector).all() and np.any(vector) else None
+
+    def because(self, item_id: str, history: Sequence[tuple[str, float]]) -> dict[str, Any] | None:
+        """The history item whose item-item weight contributes most to this item's score."""
+        column = self.row.get(item_id)
+        if column is None:
+            return None
+        start, end = self.incoming.indptr[column], self.incoming.indptr[column + 1]
+        incoming = dict(zip(self.incoming.indices[start:end].tolist(), self.incoming.data[start:end].tolist()))
+        best: tuple[float, str] | None = None
+        for source, weight in history:
+            row = self.row.get(source)
+            if row is not None and row in incoming and (best is None or weight * incoming[row] > best[0]):
+                best = (weight * incoming[row], source)
+        return {"item_id": best[1], "contribution": round(best[0], 6)} if best else None
+
+    def cold_factors(self, embedding: Sequence[float] | None) -> np.ndarray | None:
+        """Factors for an item the model never saw, mapped from its content embedding."""
+        content_map = self.artifacts.content_map
+        if embedding is None or content_map.size == 0 or len(embedding) != content_map.shape[0]:
+            return None
+        return np.asarray(embedding, dtype=np.float32) @ content_map
+
+
+class ModelCache:
+    """Per process: the pointer, re-read at most every POINTER_TTL_S seconds, and the artifacts of the
+    versions it names (the serving one and, during a promotion, the slot being written)."""
+
+    def __init__(self, es: Elasticsearch, settings: Settings) -> None:
+        self.es = es
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._pointer: tuple[float, registry.Pointer] | None = None
+        self._models: dict[int, ServingModel] = {}
+
+    def pointer(self) -> registry.Pointer:
+        now = time.monotonic()
+        cached = self._pointer
+        if cached and now - cached[0] < POINTER_TTL_S:
+            return cached[1]
+        try:
+            pointer = registry.read_pointer(self.es, self.settings)
+        except NotFoundError:  # no models index yet (a catalog that never trained)
+            pointer = registry.Pointer(None, None, {slot: None for slot in registry.SLOTS})
+        self._pointer = (now, pointer)
+        return pointer
+
+    def invalidate(self) -> None:
+        self._pointer = None
+
+    def model(self, version: int, slot: str) -> ServingModel:
+        with self._lock:
+            model = self._models.get(version)
+            if model is None or model.slot != slot:
+                info = registry.load_model(self.es, self.settings, version)
+                artifacts = registry.load_artifacts(self.es, self.settings, version)
+                model = ServingModel(version, slot, info.info if info else {}, artifacts)
+                # Keep the two slots' models at most: older versions are not served any more.
+                live = {v for v in self.pointer().slots.values() if v is not None} | {version}
+                self._models = {v: m for v, m in self._models.items() if v in live}
+                self._models[version] = model
+            return model
+
+    def serving(self) -> ServingModel | None:
+        pointer = self.pointer()
+        if pointer.version is None or pointer.slot is None:
+            return None
+        return self.model(pointer.version, pointer.slot)
+
+    def slot_models(self) -> dict[str, ServingModel]:
+        """The model each slot holds (for writing cold-item factors into both)."""
+        return {slot: self.model(version, slot) for slot, version in self.pointer().slots.items()
+                if version is not None}

@@ -1,0 +1,236 @@
+"""Training a collaborative model version from the events index: fit the item-item and latent-factor
+models, choose their settings and the fusion weights on held-out events, gate, save, and promote.
+
+The steps, each measured: read histories (events index) -> hold out each user's newest item and one
+random item -> fit on the rest over a small grid -> score every setting on both held-out slices
+(relative to popularity on the same slice) -> refit the chosen setting on everything -> gate against
+popularity (first model) or the serving model -> save to the registry -> promote if it passed.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from itertools import product
+from typing import Any
+
+import numpy as np
+from elasticsearch import Elasticsearch
+from elasticsearch.helpers import scan
+
+from indexer import model_registry as registry
+from indexer.cf_models import EASE_MAX_ITEMS, fit_als, fit_cooccurrence_neighbours, fit_ease, fit_ridge_map, \
+    interaction_matrix, prune_columns
+from indexer.cf_scoring import FusionSetting, Scorer, TopLists
+from indexer.lifecycle import alias_name
+from indexer.mappings import index_definition
+from indexer.profile import query_vector
+from indexer.profile_store import AppliedEvent, profile_from_events
+from indexer.settings import Settings
+from indexer.training_data import Holdout, TrainingData, read_histories, split_holdout
+
+__all__ = ["TrainOptions", "TrainResult", "train"]
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str, float], None]
+
+RETRIEVERS = ("item", "cf")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The search space and the gate. Defaults measured on MovieLens-100K validation (eval/README.md)."""
+
+    lambdas: tuple[float, ...] = (100.0, 300.0, 1000.0)
+    neighbours: int = 100
+    recency: tuple[tuple[float, float], ...] = ((0.0, 10.0), (0.5, 10.0), (0.7, 10.0), (0.9, 10.0))
+    als_regularization: float = 10.0
+    als_alpha: float = 1.0
+    als_iterations: int = 15
+    cf_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
+    user_weights: tuple[float, ...] = (0.0, 0.25)
+    popularity_weights: tuple[float, ...] = (0.0, 0.05, 0.1)
+    holdout_users: int = 3000
+    min_events: int = 20
+    gate_tolerance: float = 0.02  # a new model may score at most 2% below the serving one
+    seed: int = 2024
+    promote: bool = True
+
+
+@dataclass
+class TrainResult:
+    version: int | None
+    state: str
+    info: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "state": self.state, "reason": self.reason, **self.info}
+
+
+def factor_dims(settings: Settings) -> int:
+    """The latent factor count: the dims of the items mapping's factor fields (one home for it)."""
+    return int(index_definition("items", settings)["mappings"]["properties"]["cf_a_factors"]["dims"])
+
+
+def item_catalog(es: Elasticsearch, settings: Settings) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Content embedding and catalog popularity of every item (scan; for the cold-item map and the prior)."""
+    vectors: dict[str, np.ndarray] = {}
+    popularity: dict[str, float] = {}
+    hits = scan(es.options(request_timeout=120), index=alias_name(settings, "items"), size=1000, scroll="5m",
+                query={"query": {"match_all": {}}}, source_includes=["embedding", "popularity"])
+    for hit in hits:
+        src = hit.get("_source") or {}
+        if src.get("embedding"):
+            vectors[hit["_id"]] = np.asarray(src["embedding"], dtype=np.float32)
+        popularity[hit["_id"]] = float(src.get("popularity") or 0.0)
+    return vectors, popularity
+
+
+def _neighbour_model(x: Any, lam: float, k: int) -> Any:
+    if x.shape[1] > EASE_MAX_ITEMS:
+        return fit_cooccurrence_neighbours(x, k).matrix
+    return prune_columns(fit_ease(x, lam), k).matrix
+
+
+def content_vectors(data: TrainingData, rows: Iterable[int], content: dict[str, np.ndarray],
+                    half_life_s: float) -> dict[int, np.ndarray]:
+    """The content interest vector each user's training history gives, by the live profile's rule."""
+    out = {}
+    for row in rows:
+        events = [AppliedEvent(data.item_ids[item], weight, ts, None) for item, weight, ts in data.histories[row]]
+        if not events:
+            continue
+        vector = query_vector(profile_from_events(events, content, half_life_s), now=max(e.ts for e in events))
+        if vector is not None:
+            out[row] = vector
+    return out
+
+
+def choose(holdout: Holdout, popularity: np.ndarray, options: TrainOptions, factors: int,
+           content: dict[str, np.ndarray], half_life_s: float,
+           progress: Progress | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The best setting by the mean, over both held-out slices, of NDCG@10 relative to popularity's.
+    Returns (chosen setting, metrics of the chosen setting and of popularity per slice)."""
+    train = holdout.train
+    n_items = len(train.item_ids)
+    x = interaction_matrix([[(i, 1.0) for i, _, _ in h] for h in train.histories], n_items)
+    scorer = Scorer(train.histories, n_items, popularity)
+    baseline = {name: scorer.popularity_ndcg(targets) for name, targets in holdout.slices.items()}
+    rows = {name: sorted(targets) for name, targets in holdout.slices.items()}
+    # Binary confidence (every interaction 1): event-type weights did not help ALS on validation.
+    item_factors = fit_als(x, factors, options.als_regularization, options.als_alpha,
+                           options.als_iterations, options.seed)
+    latent = scorer.latent(item_factors, options.als_regularization, options.als_alpha)
+    fixed: dict[str, dict[str, TopLists]] = {name: {"cf": scorer.top_lists(latent, r)} for name, r in rows.items()}
+    dims = len(next(iter(content.values()))) if content else 0
+    if dims and any(options.user_weights):
+        item_vectors = np.stack([content.get(item, np.zeros(dims, dtype=np.float32)) for item in train.item_ids])
+        everyone = sorted({row for r in rows.values() for row in r})
+        users = scorer.content(item_vectors, content_vectors(train, everyone, content, half_life_s))
+        for name, r in rows.items():
+            fixed[name]["user"] = scorer.top_lists(users, r)
+    user_weights = options.user_weights if "user" in fixed[next(iter(fixed))] else (0.0,)
+    lambdas = options.lambdas if n_items <= 3000 else options.lambdas[:1]
+    best: tuple[float, dict[str, Any], dict[str, float]] | None = None
+    for step, lam in enumerate(lambdas):
+        neighbours = _neighbour_model(x, lam, options.neighbours)
+        for gamma, half_life in options.recency:
+            item_item = scorer.item_item(neighbours, gamma, half_life)
+            lists = {name: {**fixed[name], "item": scorer.top_lists(item_item, r, matching_only=True)}
+                     for name, r in rows.items()}
+            for w_cf, w_user, pop in product(options.cf_weights, user_weights, options.popularity_weights):
+                setting = FusionSetting({"item": 1.0, "cf": w_cf, "user": w_user}, pop)
+                scores = {name: scorer.evaluate(lists[name], setting, holdout.slices[name]) for name in rows}
+                objective = float(np.mean([scores[n] / baseline[n] if baseline[n] > 0 else scores[n]
+                                           for n in scores]))
+                if best is None or objective > best[0]:
+                    chosen = {"ease_lambda": lam, "recency_gamma": gamma, "recency_half_life": half_life,
+                              "fusion": "linear", "w_item": 1.0, "w_cf": w_cf, "w_user": w_user,
+                              "popularity_weight": pop, "als_regularization": options.als_regularization,
+                              "als_alpha": options.als_alpha}
+                    best = (objective, chosen, scores)
+        if progress:
+            progress("choosing settings", 0.2 + 0.6 * (step + 1) / len(lambdas))
+    assert best is not None
+    objective, chosen, scores = best
+    metrics: dict[str, Any] = {f"ndcg@10_{name}": round(value, 5) for name, value in scores.items()}
+    metrics.update({f"popularity_ndcg@10_{name}": round(value, 5) for name, value in baseline.items()})
+    metrics["objective"] = round(objective, 5)
+    return chosen, metrics
+
+
+def fit_final(data: TrainingData, chosen: dict[str, Any], options: TrainOptions, factors: int,
+              content: dict[str, np.ndarray]) -> registry.Artifacts:
+    """Refit the chosen setting on every interaction, held-out ones included."""
+    x = interaction_matrix([[(i, 1.0) for i, _, _ in h] for h in data.histories], len(data.item_ids))
+    neighbours = _neighbour_model(x, float(chosen["ease_lambda"]), options.neighbours)
+    item_factors = fit_als(x, factors, options.als_regularization, options.als_alpha,
+                           options.als_iterations, options.seed)
+    known = [i for i, item in enumerate(data.item_ids) if item in content]
+    if known:
+        content_matrix = np.stack([content[data.item_ids[i]] for i in known])
+        content_map = fit_ridge_map(content_matrix, item_factors[known], lam=1.0)
+    else:
+        content_map = np.zeros((0, factors), dtype=np.float32)
+    return registry.Artifacts(item_ids=list(data.item_ids), factors=item_factors,
+                              gram=(item_factors.T @ item_factors).astype(np.float32), content_map=content_map,
+                              neighbours=neighbours.tocsr())
+
+
+def gate(metrics: dict[str, Any], serving: registry.ModelInfo | None, tolerance: float) -> tuple[bool, str]:
+    """First model: must beat popularity on both held-out slices. Later: its objective may not fall more
+    than `tolerance` (relative) below the serving model's."""
+    slices = [k.split("_", 1)[1] for k in metrics if k.startswith("ndcg@10_")]
+    if serving is None or "objective" not in serving.info.get("metrics", {}):
+        losing = [s for s in slices if metrics[f"ndcg@10_{s}"] <= metrics[f"popularity_ndcg@10_{s}"]]
+        if losing:
+            return False, f"does not beat popularity on held-out slice(s) {losing}"
+        return True, "beats popularity on every held-out slice"
+    previous = float(serving.info["metrics"]["objective"])
+    if metrics["objective"] < previous * (1.0 - tolerance):
+        return False, (f"objective {metrics['objective']:.4f} is more than {tolerance:.0%} below the serving "
+                       f"model {serving.version} ({previous:.4f})")
+    return True, f"objective {metrics['objective']:.4f} against the serving model's {previous:.4f}"
+
+
+def train(es: Elasticsearch, settings: Settings, options: TrainOptions | None = None,
+          progress: Progress | None = None,
+          promote: Callable[[int], dict[str, Any]] | None = None,
+          events: Iterable[dict[str, Any]] | None = None) -> TrainResult:
+    """One training run, end to end. `promote(version)` writes and flips the model when it passes the
+    gate (indexer.promotion.promote; left out, the model is saved as a candidate only)."""
+    options = options or TrainOptions()
+    started = time.perf_counter()
+    data = read_histories(es, settings)
+    if data.events < options.min_events:
+        return TrainResult(None, "skipped", {"events": data.events},
+                           f"{data.events} events; at least {options.min_events} are needed")
+    if progress:
+        progress("read events", 0.1)
+    content, catalog_popularity = item_catalog(es, settings)
+    popularity = np.asarray([catalog_popularity.get(item, 0.0) for item in data.item_ids])
+    if not popularity.any():
+        popularity = np.asarray(data.item_counts(), dtype=np.float64)
+    factors = factor_dims(settings)
+    holdout = split_holdout(data, seed=options.seed, max_users=options.holdout_users)
+    chosen, metrics = choose(holdout, popularity, options, factors, content, settings.half_life_days * 86400.0,
+                             progress)
+    artifacts = fit_final(data, chosen, options, factors, content)
+    version = registry.next_version(es, settings)
+    serving = registry.read_pointer(es, settings)
+    serving_info = registry.load_model(es, settings, serving.version) if serving.version else None
+    passed, reason = gate(metrics, serving_info, options.gate_tolerance)
+    info = {"events": data.events, "users": len(data.user_ids), "items": len(data.item_ids),
+            "interactions": data.interactions, "holdout_users": len(holdout.slices["next"]),
+            "params": chosen, "metrics": metrics, "neighbour_weights": int(artifacts.neighbours.nnz),
+            "factors": factors, "train_s": round(time.perf_counter() - started, 2)}
+    registry.save_model(es, settings, version, "candidate" if passed else "refused", info,
+                        artifacts if passed else None, reason)
+    log.info("model %d: %s (%s)", version, "passed" if passed else "refused", reason)
+    result = TrainResult(version, "candidate" if passed else "refused", info, reason)
+    if passed and options.promote and promote is not None:
+        result.info["promotion"] = promote(version)
+        result.state = "serving"
+    return result
