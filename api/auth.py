@@ -18,6 +18,8 @@ SCOPE_BY_ENDPOINT = {
     "items.put_item": "write", "items.bulk_items": "write", "items.delete_item": "write",
     "events.post_events": "write",
     "items.start_reindex": "admin", "items.start_rollback": "admin", "items.indices": "admin",
+    "models.start_training": "admin", "models.list_models": "admin", "models.start_promotion": "admin",
+    "models.start_model_rollback": "admin",
 }
 
 

@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
 
-from indexer.tasknames import QUEUE_EMBED, QUEUE_EVENTS, QUEUE_INDEX
+from indexer.tasknames import ALL_QUEUES
 
 from api.services import services
 
@@ -72,7 +72,7 @@ class QueueDepth(Collector):
     def collect(self):  # type: ignore[no-untyped-def]
         family = GaugeMetricFamily("hybridrec_queue_depth", "messages waiting in a Celery queue", labels=["queue"])
         try:
-            for queue in (QUEUE_EMBED, QUEUE_INDEX, QUEUE_EVENTS):
+            for queue in ALL_QUEUES:
                 family.add_metric([queue], float(self.broker.llen(queue)))
         except RedisError:
             return  # no broker, no gauge: the scrape itself still succeeds

@@ -104,6 +104,20 @@ def build_spec() -> dict[str, Any]:
                                                          "responses": _ok("task enqueued", "202")}})
     spec.path("/v1/admin/indices", operations={"get": {"summary": "Index versions and counts",
                                                        "responses": _ok("versions")}})
+    spec.path("/v1/admin/train", operations={"post": {
+        "summary": "Train a collaborative model from the events index, gate it, promote it if it passes (task)",
+        "requestBody": {"required": False, "content": {"application/json": {"schema": {
+            "type": "object", "additionalProperties": False, "properties": {"promote": {"type": "boolean"}}}}}},
+        "responses": {**_ok("task enqueued", "202"), "400": _problem("invalid body")}}})
+    spec.path("/v1/admin/models", operations={"get": {"summary": "Model versions, metrics, states, serving pointer",
+                                                      "responses": _ok("models")}})
+    spec.path("/v1/admin/models/{version}/promote", parameters=[{"name": "version", "in": "path", "required": True,
+                                                                 "schema": {"type": "integer", "minimum": 0}}],
+              operations={"post": {"summary": "Serve a trained model version (task)",
+                                   "responses": _ok("task enqueued", "202")}})
+    spec.path("/v1/admin/models/rollback", operations={"post": {
+        "summary": "Serve the model that served before the current one (task)",
+        "responses": _ok("task enqueued", "202")}})
     spec.path("/v1/tasks/{task_id}", parameters=[_path_param("task_id")], operations={"get": {
         "summary": "Task state, progress and result", "responses": _ok("task")}})
     return spec.to_dict()

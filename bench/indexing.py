@@ -68,7 +68,7 @@ def main() -> None:
 
     log = open(REPO / ".hybridrec" / "bench-worker.log", "ab")
     worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-c", "1",
-                               "-Q", "embed,index,events", "--hostname", f"{PREFIX}@%h", "--without-gossip",
+                               "-Q", "embed,index,events,train", "--hostname", f"{PREFIX}@%h", "--without-gossip",
                                "--without-mingle", "--loglevel=WARNING"], cwd=REPO, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -1,16 +1,20 @@
-"""Runs a protocol through the real code: indexer for the catalog, profile store for training, Recommender for reads."""
+"""Runs a protocol through the real code: the indexer for the catalog, the events index and the training
+code for the collaborative model, the profile store for histories, the Recommender for every list."""
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from eval.als import GRID, AlsConfig, AlsModel, select_als
-from eval.datasets import Dataset
+from eval.datasets import Dataset, Interaction
+from eval.ease import EaseReference, select_ease
 from eval.metrics import KS, coverage, mean_rows, paired_difference, percentile, ranking_metrics
 from eval.protocols import Split, split
 from eval.strategies import Strategy, default_strategies, history_text
@@ -20,12 +24,15 @@ from indexer.clients import make_es, make_redis
 from indexer.diversity import intra_list_diversity
 from indexer.documents import validate_items
 from indexer.encoder import get_encoder
-from indexer.lifecycle import alias_name, ensure_indices
+from indexer.events import record_events
+from indexer.lifecycle import alias_name, drop_and_create, ensure_indices
 from indexer.profile import event_weight
 from indexer.profile_store import AppliedEvent, ProfileStore, profile_from_events
+from indexer.promotion import promote
 from indexer.read_params import ReadParams
 from indexer.recommender import Recommender
 from indexer.settings import Settings
+from indexer.training import TrainOptions, train
 
 __all__ = ["EvalOptions", "Harness"]
 
@@ -33,8 +40,8 @@ log = logging.getLogger(__name__)
 VECTOR_BATCH = 500
 # Paired per-user NDCG@10 differences reported beside the table: the fusion question and what each hybrid
 # adds over its parts.
-PAIRS = (("hybrid-rrf", "hybrid-linear"), ("hybrid-rrf", "vector"), ("hybrid-rrf", "bm25"),
-         ("hybrid-linear", "vector"), ("hybrid-linear", "bm25"))
+PAIRS = (("default", "item-item"), ("default", "latent"), ("default", "popularity"), ("default", "hybrid-rrf"),
+         ("hybrid-rrf", "hybrid-linear"), ("hybrid-rrf", "vector"))
 
 
 @dataclass
@@ -109,11 +116,11 @@ class Harness:
             self.redis.delete(*keys[start:start + 1000])
         return len(keys)
 
-    def load_profiles(self, data: Split) -> int:
-        """Fold each user's training events into a profile with the real profile code, as a rebuild does."""
+    def load_profiles(self, history: Mapping[str, Sequence[Interaction]]) -> int:
+        """Fold each user's history into a profile with the real profile code, as a rebuild does."""
         self.clear_state()
         users = 0
-        for user_id, events in data.train.items():
+        for user_id, events in history.items():
             if not events:
                 continue
             applied = [AppliedEvent(e.item_id, event_weight(e.type), e.ts, None) for e in events]
@@ -121,39 +128,77 @@ class Harness:
             users += 1
         return users
 
+    def write_events(self, history: Mapping[str, Sequence[Interaction]]) -> int:
+        """The history as event documents in the events index, the source the training task reads."""
+        drop_and_create(self.es, self.settings, "events")
+        docs = [{"event_id": f"{e.user_id}:{e.item_id}:{e.ts:.0f}:{e.type}", "user_id": e.user_id,
+                 "item_id": e.item_id, "type": e.type, "weight": event_weight(e.type),
+                 "ts": datetime.fromtimestamp(e.ts, tz=timezone.utc).isoformat()}
+                for events in history.values() for e in events]
+        report = record_events(self.es, self.settings, docs)
+        if report.failed:
+            raise RuntimeError(f"{len(report.failed)} events not written, first: {report.failed[0]}")
+        self.es.indices.refresh(index=alias_name(self.settings, "events"))
+        return report.ok
+
+    def train_model(self) -> dict[str, Any]:
+        """Train, gate and promote through the training code the `train` task runs."""
+        drop_and_create(self.es, self.settings, "models")
+        started = time.perf_counter()
+        result = train(self.es, self.settings, TrainOptions(min_events=1),
+                       promote=lambda version: promote(self.es, self.settings, version))
+        if result.state != "serving":
+            raise RuntimeError(f"the trained model was not promoted: {result.reason}")
+        self.engine.models.invalidate()
+        self.es.indices.refresh(index=self.index)
+        return {**result.as_dict(), "end_to_end_s": round(time.perf_counter() - started, 2)}
+
     # -- one protocol ---------------------------------------------------------------------------------------
     def run_protocol(self, protocol: str, options: EvalOptions) -> dict[str, Any]:
         started = time.perf_counter()
         data = split(protocol, self.dataset.interactions, seed=options.seed)
-        indexing = self.index_catalog(data.popularity())
-        profiles = self.load_profiles(data)
+        history = {u: data.history(u, options.target) for u in data.train}
+        popularity = Counter(item for events in history.values() for item in dict.fromkeys(e.item_id for e in events))
+        indexing = self.index_catalog(popularity)
+        profiles = self.load_profiles(history)
+        written = self.write_events(history)
+        model = self.train_model() if any(s.kind == "engine" for s in options.strategies) else None
         users = self._users(data, options)
         relevant = {u: set(data.test[u] if options.target == "test" else data.valid[u]) for u in users}
-        # Scoring test, the validation items are history too (RecBole masks train + valid).
-        extra = {u: tuple(data.valid[u]) if options.target == "test" else () for u in users}
+        seen = {u: list(dict.fromkeys(e.item_id for e in history[u])) for u in users}
         queries = {u: history_text([self.titles.get(i, "") for i in self.store.history(u)]) for u in users}
         k = max(options.ks)
         rows: dict[str, Any] = {}
         per_user: dict[str, list[dict[str, float]]] = {}
-        als_info: dict[str, Any] | None = None
+        references: dict[str, Any] = {}
+        item_ids = [str(i["id"]) for i in self.dataset.items]
         for strategy in options.strategies:
             log.info("%s: %s over %d users", protocol, strategy.name, len(users))
             if strategy.kind == "als":
-                model, grid = select_als(data, [str(i["id"]) for i in self.dataset.items], options.als_grid,
-                                         options.seed)
-                als_info = {"selected": model.config.as_dict(), "grid": grid, "users": len(model.user_ids)}
-                recommend = self._als(model, data, extra, k)
+                als, grid = select_als(data, item_ids, options.als_grid, options.seed)
+                if options.target == "test":  # chosen on validation, refitted on everything before test
+                    als = AlsModel(Split(protocol, train=history), item_ids, als.config, options.seed)
+                references["als"] = {"selected": als.config.as_dict(), "grid": grid}
+                recommend = self._reference(als.recommend, seen, k)
+            elif strategy.kind == "ease":
+                train_items = {u: data.train_items(u) for u in data.train}
+                lam, grid = select_ease(train_items, data.valid, item_ids)
+                ease = EaseReference({u: list(seen_items) for u, seen_items in
+                                      ((u, dict.fromkeys(e.item_id for e in history[u])) for u in history)},
+                                     item_ids, lam)
+                references["ease"] = {"lambda": lam, "grid": grid}
+                recommend = self._reference(ease.recommend, seen, k)
             elif strategy.kind == "popularity":
-                recommend = self._popularity(extra, k)
+                recommend = self._popularity(seen, k)
             else:
-                recommend = self._engine(strategy, queries, extra, k)
+                recommend = self._engine(strategy, queries, k)
             rows[strategy.name], per_user[strategy.name] = self._score(strategy, users, recommend, relevant,
                                                                        options.ks)
         key = f"ndcg@{min(options.ks)}"
         paired = {f"{a} - {b}": paired_difference([r[key] for r in per_user[a]], [r[key] for r in per_user[b]])
                   for a, b in PAIRS if a in per_user and b in per_user}
         return {"protocol": protocol, "target": options.target, "users": len(users), "profiles": profiles,
-                "train_events": sum(len(v) for v in data.train.values()), "indexing": indexing, "als": als_info,
+                "history_events": written, "indexing": indexing, "model": model, "references": references,
                 "strategies": rows, "paired": {key: paired}, "seconds": round(time.perf_counter() - started, 1)}
 
     def _users(self, data: Split, options: EvalOptions) -> list[str]:
@@ -164,25 +209,25 @@ class Harness:
             users = sorted(rng.choice(users, size=options.max_users, replace=False).tolist())
         return users
 
-    def _engine(self, strategy: Strategy, queries: Mapping[str, str], extra: Mapping[str, tuple[str, ...]],
-                k: int) -> Callable[[str], list[str]]:
+    def _engine(self, strategy: Strategy, queries: Mapping[str, str], k: int) -> Callable[[str], list[str]]:
         def recommend(user_id: str) -> list[str]:
             q = queries[user_id] if strategy.history_query else None
-            params = ReadParams(k=k, q=q, exclude=extra[user_id], exclude_seen=True, **strategy.params)
+            params = ReadParams(k=k, q=q, exclude_seen=True, **strategy.params)
             return [hit["id"] for hit in self.engine.recommend(user_id, params)["items"]]
         return recommend
 
-    def _popularity(self, extra: Mapping[str, tuple[str, ...]], k: int) -> Callable[[str], list[str]]:
+    def _popularity(self, seen: Mapping[str, list[str]], k: int) -> Callable[[str], list[str]]:
         def recommend(user_id: str) -> list[str]:
-            # Same exclusions as the engine: the real seen set plus the held-out validation items.
-            filters = search.Filters(exclude_ids=tuple(dict.fromkeys(self.store.seen(user_id) + list(extra[user_id]))))
+            # Same exclusions as the engine: the user's history (the real seen set holds the same items).
+            filters = search.Filters(exclude_ids=tuple(seen[user_id]))
             return [hit.id for hit in search.popular_items(self.engine.es, self.index, filters, k)]
         return recommend
 
     @staticmethod
-    def _als(model: AlsModel, data: Split, extra: Mapping[str, tuple[str, ...]], k: int) -> Callable[[str], list[str]]:
+    def _reference(model: Callable[[str, Collection[str], int], list[str]], seen: Mapping[str, list[str]],
+                   k: int) -> Callable[[str], list[str]]:
         def recommend(user_id: str) -> list[str]:
-            return model.recommend(user_id, set(data.train_items(user_id)) | set(extra[user_id]), k)
+            return model(user_id, set(seen[user_id]), k)
         return recommend
 
     def _score(self, strategy: Strategy, users: Sequence[str], recommend: Callable[[str], list[str]],

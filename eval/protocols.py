@@ -22,6 +22,15 @@ class Split:
     train: dict[str, list[Interaction]] = field(default_factory=dict)
     valid: dict[str, list[str]] = field(default_factory=dict)
     test: dict[str, list[str]] = field(default_factory=dict)
+    valid_events: dict[str, list[Interaction]] = field(default_factory=dict)
+
+    def history(self, user_id: str, target: str) -> list[Interaction]:
+        """What the system has seen of a user when `target` items are asked for: the training events,
+        and the validation events too when the test items are the target (RecBole masks both)."""
+        events = list(self.train.get(user_id, []))
+        if target == "test":
+            events += self.valid_events.get(user_id, [])
+        return events
 
     def train_items(self, user_id: str) -> list[str]:
         return list(dict.fromkeys(e.item_id for e in self.train.get(user_id, [])))
@@ -75,6 +84,7 @@ def split_ratio(interactions: Iterable[Interaction], ratios: Sequence[float] = (
         train = set(order[:n_train])
         out.train[user_id] = [e for item in items if item in train for e in users[user_id][item]]
         out.valid[user_id] = order[n_train:n_train + n_valid]
+        out.valid_events[user_id] = [e for item in out.valid[user_id] for e in users[user_id][item]]
         out.test[user_id] = order[n_train + n_valid:]
     return out
 
@@ -91,6 +101,7 @@ def split_leave_last_out(interactions: Iterable[Interaction]) -> Split:
         items = list(users[user_id])
         out.train[user_id] = [e for item in items[:-2] for e in users[user_id][item]]
         out.valid[user_id] = items[-2:-1]
+        out.valid_events[user_id] = [e for item in out.valid[user_id] for e in users[user_id][item]]
         out.test[user_id] = items[-1:]
     return out
 

@@ -44,11 +44,20 @@ def markdown(results: dict[str, Any]) -> str:
         if results["dataset"] == "ml-100k" and run["protocol"] == "recbole":
             ref = ", ".join(f"{k} {v}" for k, v in BPR_ML100K.items())
             out += ["", f"Reference, RecBole's published BPR on ML-100K under this protocol: {ref}."]
-        if run.get("als"):
-            best = run["als"]["selected"]
-            out += ["", f"ALS configuration (best validation NDCG@10 of {len(run['als']['grid'])}): "
+        references = run.get("references", {})
+        if references.get("als"):
+            best = references["als"]["selected"]
+            out += ["", f"ALS configuration (best validation NDCG@10 of {len(references['als']['grid'])}): "
                         f"factors={best['factors']}, regularization={best['regularization']}, alpha={best['alpha']}, "
                         f"iterations={best['iterations']}."]
+        if references.get("ease"):
+            out += ["", f"Dense EASE reference: lambda={references['ease']['lambda']} (best validation NDCG@10 of "
+                        f"{[row['lambda'] for row in references['ease']['grid']]})."]
+        model = run.get("model")
+        if model:
+            out += ["", f"Served model v{model['version']}: trained from {model['events']} events in the events "
+                        f"index in {model['train_s']} s ({model['end_to_end_s']} s with promotion); chosen on its "
+                        f"held-out events: {model['params']}; held-out metrics {model['metrics']}."]
         out.append("")
     out += ["Strategies:", ""]
     first = results["protocols"][0]["strategies"] if results["protocols"] else {}

@@ -22,7 +22,7 @@ class Strategy:
     """One row of the table. kind "engine" goes through indexer.recommender.Recommender with `params`."""
 
     name: str
-    kind: Literal["popularity", "engine", "als"]
+    kind: Literal["popularity", "engine", "als", "ease"]
     params: Mapping[str, Any] = field(default_factory=dict)
     history_query: bool = False  # send the user's recent history titles as q
 
@@ -33,23 +33,39 @@ class Strategy:
         return f"engine({shown}{', q=history titles' if self.history_query else ''})"
 
 
+# The content rows keep the collaborative retrievers and the prior off explicitly: left out, those
+# parameters take the serving model's learned values.
+CONTENT_ONLY = {"w_item": 0.0, "w_recent": 0.0, "w_cf": 0.0, "popularity_weight": 0.0}
+
+
 def default_strategies(linear_w_bm25: float = LINEAR_W_BM25, linear_w_user: float = LINEAR_W_USER,
                        als: bool = True) -> list[Strategy]:
-    """Popularity, BM25 only, vector only, hybrid RRF, hybrid linear and (optionally) ALS.
+    """Popularity; the content strategies (BM25 only, vector only, hybrid RRF, hybrid linear); the
+    collaborative retrievers alone (item-item, latent); the default (no parameters: the serving model's
+    learned fusion); and the references computed outside the serving path (dense EASE, ALS).
 
     A weight of 0 switches a source off in the engine. No strategy uses the query-vector kNN: the
     query here is a bag of titles, whose embedding only restates the user vector at the cost of one
-    encoder call per request. Both hybrids use the same two sources, so they differ only in fusion.
+    encoder call per request. Both content hybrids use the same two sources, so they differ only in fusion.
     """
     out = [
         Strategy("popularity", "popularity"),
-        Strategy("bm25", "engine", {"w_bm25": 1.0, "w_user": 0.0, "w_query": 0.0}, history_query=True),
-        Strategy("vector", "engine", {"w_bm25": 0.0, "w_user": 1.0, "w_query": 0.0}),
-        Strategy("hybrid-rrf", "engine", {"fusion": "rrf", "w_bm25": 1.0, "w_user": 1.0, "w_query": 0.0},
+        Strategy("bm25", "engine", {"w_bm25": 1.0, "w_user": 0.0, "w_query": 0.0, **CONTENT_ONLY},
                  history_query=True),
+        Strategy("vector", "engine", {"w_bm25": 0.0, "w_user": 1.0, "w_query": 0.0, **CONTENT_ONLY}),
+        Strategy("hybrid-rrf", "engine", {"fusion": "rrf", "w_bm25": 1.0, "w_user": 1.0, "w_query": 0.0,
+                                          **CONTENT_ONLY}, history_query=True),
         Strategy("hybrid-linear", "engine", {"fusion": "linear", "normalization": "minmax",
-                                             "w_bm25": linear_w_bm25, "w_user": linear_w_user, "w_query": 0.0},
-                 history_query=True),
+                                             "w_bm25": linear_w_bm25, "w_user": linear_w_user, "w_query": 0.0,
+                                             **CONTENT_ONLY}, history_query=True),
+        Strategy("item-item", "engine", {"w_bm25": 0.0, "w_user": 0.0, "w_query": 0.0, "w_item": 1.0,
+                                         "w_recent": 0.0, "w_cf": 0.0, "popularity_weight": 0.0}),
+        Strategy("item-recent", "engine", {"w_bm25": 0.0, "w_user": 0.0, "w_query": 0.0, "w_item": 0.0,
+                                           "w_recent": 1.0, "w_cf": 0.0, "popularity_weight": 0.0}),
+        Strategy("latent", "engine", {"w_bm25": 0.0, "w_user": 0.0, "w_query": 0.0, "w_item": 0.0,
+                                      "w_recent": 0.0, "w_cf": 1.0, "popularity_weight": 0.0}),
+        Strategy("default", "engine", {}),
+        Strategy("ease-dense", "ease"),
     ]
     if als:
         out.append(Strategy("als", "als"))

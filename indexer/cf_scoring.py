@@ -13,6 +13,10 @@ from scipy.sparse import csr_matrix
 
 from indexer.cf_models import fold_in
 from indexer.fusion import FUSION_DEPTH
+from indexer.interactions import MAX_INTERACTIONS
+
+# The recent item-item retriever stops after this many half-lives (weights below 1/16 of the newest).
+RECENT_CUTOFF_HALF_LIVES = 4
 
 __all__ = ["FusionSetting", "Scorer", "TopLists", "ndcg_at", "recency_weights"]
 
@@ -72,8 +76,9 @@ class Scorer:
     """Per-user score rows of each retriever for a set of held-out users, computed in chunks."""
 
     def __init__(self, histories: Sequence[Sequence[tuple[int, float, float]]], n_items: int,
-                 popularity: np.ndarray) -> None:
-        self.histories = histories
+                 popularity: np.ndarray, limit: int = MAX_INTERACTIONS) -> None:
+        # A live profile keeps only the newest `limit` interactions: score with what serving will see.
+        self.histories = [list(history[-limit:]) for history in histories]
         self.n_items = n_items
         self.log_popularity = np.log1p(np.maximum(popularity, 0.0))
         self._histories: dict[tuple[float, float], csr_matrix] = {}
@@ -85,6 +90,8 @@ class Scorer:
         if full is None:
             indptr, indices, data = [0], [], []
             for history in self.histories:
+                if gamma >= 1.0:  # the recent retriever's cut (indexer.cf_serving.RECENT_CUTOFF_HALF_LIVES)
+                    history = history[-int(RECENT_CUTOFF_HALF_LIVES * half_life):]
                 weights = recency_weights(len(history), gamma, half_life) if gamma > 0 else np.ones(len(history))
                 merged: dict[int, float] = {}
                 for (item, _, _), weight in zip(history, weights):
@@ -128,6 +135,7 @@ class Scorer:
         """Each user's top `depth` items of one retriever (history excluded), with min-max normalised
         scores: all that linear fusion reads from a retriever. With matching_only, items scoring 0 are
         not hits (a bool query returns only the documents that match a clause; kNN returns any)."""
+        depth = min(depth, self.n_items - 1)
         indices = np.zeros((len(rows), depth), dtype=np.int64)
         values = np.zeros((len(rows), depth))
         valid = np.zeros((len(rows), depth), dtype=bool)
@@ -140,11 +148,12 @@ class Scorer:
             top = np.argpartition(-block, depth, axis=1)[:, :depth]
             raw = np.take_along_axis(block, top, axis=1)
             ok = np.isfinite(raw)
-            finite = np.where(ok, raw, np.nan)
-            with np.errstate(all="ignore"):
-                low, high = np.nanmin(finite, axis=1, keepdims=True), np.nanmax(finite, axis=1, keepdims=True)
-            spread = np.nan_to_num(high - low)
-            normalised = np.where(spread > 0, (finite - low) / np.where(spread > 0, spread, 1.0), 1.0)
+            low = np.where(ok, raw, np.inf).min(axis=1, keepdims=True)
+            high = np.where(ok, raw, -np.inf).max(axis=1, keepdims=True)
+            spread = np.where(np.isfinite(high - low), high - low, 0.0)
+            safe = np.where(ok, raw, 0.0)
+            normalised = np.where(spread > 0, (safe - np.where(np.isfinite(low), low, 0.0))
+                                  / np.where(spread > 0, spread, 1.0), 1.0)
             indices[start:start + len(part)] = top
             values[start:start + len(part)] = np.where(ok, normalised, 0.0)
             valid[start:start + len(part)] = ok
@@ -175,6 +184,7 @@ class Scorer:
                 fused += setting.popularity * np.divide(log_pop, top_pop, out=np.zeros_like(log_pop),
                                                         where=top_pop > 0)
             fused = np.where(touched, fused, -np.inf)
+            k = min(k, self.n_items - 1)
             best = np.argpartition(-fused, k, axis=1)[:, :k]
             order = np.argsort(-np.take_along_axis(fused, best, axis=1), axis=1, kind="stable")
             best = np.take_along_axis(best, order, axis=1)

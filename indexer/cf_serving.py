@@ -15,15 +15,15 @@ from elasticsearch import Elasticsearch, NotFoundError
 from indexer import model_registry as registry
 from indexer.cf_fields import factors_field, neighbours_field
 from indexer.cf_models import fold_in
-from indexer.cf_scoring import recency_weights
-from indexer.interactions import Interaction
+from indexer.cf_scoring import RECENT_CUTOFF_HALF_LIVES, recency_weights
+from indexer.interactions import MAX_INTERACTIONS, Interaction
 from indexer.settings import Settings
 
 __all__ = ["ModelCache", "ServingModel"]
 
 POINTER_TTL_S = 2.0
-# The item-item query boosts one term per history item; the newest ones carry nearly all the weight.
-MAX_QUERY_HISTORY = 100
+# The item-item query boosts one term per history item: every interaction the profile keeps.
+MAX_QUERY_HISTORY = MAX_INTERACTIONS
 
 
 @dataclass
@@ -37,8 +37,7 @@ class ServingModel:
         self.row = {item: i for i, item in enumerate(self.artifacts.item_ids)}
         self.incoming = self.artifacts.neighbours.tocsc()
         params = self.info.get("params", {})
-        self.gamma = float(params.get("recency_gamma", 0.0))
-        self.half_life = float(params.get("recency_half_life", 10.0))
+        self.half_life = float(params.get("recent_half_life", 10.0))
         self.regularization = float(params.get("als_regularization", 1.0))
         self.alpha = float(params.get("als_alpha", 1.0))
 
@@ -53,15 +52,19 @@ class ServingModel:
     def defaults(self) -> dict[str, Any]:
         """The fusion defaults chosen for this model on held-out events."""
         params = self.info.get("params", {})
-        return {key: params[key] for key in ("fusion", "w_item", "w_cf", "w_user", "popularity_weight")
+        return {key: params[key] for key in ("fusion", "w_item", "w_recent", "w_cf", "w_user", "popularity_weight")
                 if key in params}
 
-    def history_weights(self, history: Sequence[Interaction]) -> list[tuple[str, float]]:
-        """(item id, weight) of the item-item query: recency-weighted, newest first, known items only."""
-        newest = list(history[:MAX_QUERY_HISTORY])
-        weights = recency_weights(len(newest), self.gamma, self.half_life)[::-1] if self.gamma > 0 \
-            else np.ones(len(newest))
-        return [(entry.item_id, float(weight)) for entry, weight in zip(newest, weights) if entry.item_id in self.row]
+    def history_weights(self, history: Sequence[Interaction], recent: bool = False) -> list[tuple[str, float]]:
+        """(item id, weight) for an item-item query, newest first, known items only: every history item
+        weighing 1 (the long-term retriever), or halving every `half_life` events back (the recent one,
+        whose tail is cut where the weights stop mattering)."""
+        newest = [entry for entry in history[:MAX_QUERY_HISTORY] if entry.item_id in self.row]
+        if not recent:
+            return [(entry.item_id, 1.0) for entry in newest]
+        newest = newest[:int(RECENT_CUTOFF_HALF_LIVES * self.half_life)]
+        weights = recency_weights(len(newest), 1.0, self.half_life)[::-1]
+        return [(entry.item_id, float(weight)) for entry, weight in zip(newest, weights)]
 
     def user_factor(self, history: Sequence[Interaction]) -> np.ndarray | None:
         """The user's latent factor, folded in from the history against the model's item factors."""

@@ -114,8 +114,29 @@ def ensure_indices(es: Elasticsearch, settings: Settings) -> dict[str, str]:
             es.indices.update_aliases(actions=[{"add": {"index": name, "alias": alias_name(settings, kind),
                                                          "is_write_index": True}}])
             current = name
+        else:
+            add_missing_fields(es, settings, kind, current)
         result[kind] = current
     return result
+
+
+def add_missing_fields(es: Elasticsearch, settings: Settings, kind: str, index: str) -> list[str]:
+    """Add the fields the mapping file has and the index lacks (an index created by an older release);
+    a field that exists is never changed."""
+    wanted = index_definition(kind, settings)["mappings"]["properties"]
+    have = es.indices.get_mapping(index=index)[index]["mappings"].get("properties", {})
+    missing = {name: spec for name, spec in wanted.items() if name not in have}
+    if missing:
+        es.indices.put_mapping(index=index, properties=missing)
+    return sorted(missing)
+
+
+def drop_and_create(es: Elasticsearch, settings: Settings, kind: str) -> str:
+    """Delete every physical version of `kind` and start again from an empty v1 (evaluation and tests)."""
+    names = [v.name for v in list_versions(es, settings, kind)]
+    if names:
+        es.indices.delete(index=names)
+    return ensure_indices(es, settings)[kind]
 
 
 def set_building(es: Elasticsearch, settings: Settings, index: str | None, kind: str = "items") -> None:

@@ -17,6 +17,7 @@ import numpy as np
 from elasticsearch import Elasticsearch, NotFoundError
 from scipy.sparse import csr_matrix
 
+from indexer.cf_fields import SLOTS, model_field
 from indexer.errors import NotFound
 from indexer.lifecycle import alias_name
 from indexer.settings import Settings
@@ -24,7 +25,6 @@ from indexer.settings import Settings
 __all__ = ["Artifacts", "ModelInfo", "Pointer", "SLOTS", "list_models", "load_artifacts", "load_model",
            "next_version", "read_pointer", "save_model", "set_state", "write_pointer"]
 
-SLOTS = ("a", "b")
 CHUNK_BYTES = 4 * 1024 * 1024
 POINTER_ID = "serving"
 
@@ -98,10 +98,16 @@ def _now() -> str:
 
 
 def next_version(es: Elasticsearch, settings: Settings) -> int:
+    """One above every version the registry or any item's slot fields name: a version number is never
+    reused, even if the models index was deleted while items still carry an old model's fields."""
     response = es.search(index=_index(settings), size=0, query={"term": {"kind": "model"}},
                          aggs={"top": {"max": {"field": "version"}}})
-    top = response["aggregations"]["top"]["value"]
-    return int(top or 0) + 1
+    top = int(response["aggregations"]["top"]["value"] or 0)
+    items = es.search(index=alias_name(settings, "items"), size=0,
+                      aggs={slot: {"max": {"field": model_field(slot)}} for slot in SLOTS})
+    for slot in SLOTS:
+        top = max(top, int(items["aggregations"][slot]["value"] or 0))
+    return top + 1
 
 
 def save_model(es: Elasticsearch, settings: Settings, version: int, state: str, info: dict[str, Any],

@@ -37,6 +37,7 @@ class ReadParams(BaseModel):
     w_user: Annotated[float, Field(ge=0, le=100)] | None = None
     w_query: Annotated[float, Field(ge=0, le=100)] = 1.0
     w_item: Annotated[float, Field(ge=0, le=100)] | None = None
+    w_recent: Annotated[float, Field(ge=0, le=100)] | None = None
     w_cf: Annotated[float, Field(ge=0, le=100)] | None = None
     mmr_lambda: Annotated[float, Field(ge=0, le=1)] | None = None
     popularity_weight: Annotated[float, Field(ge=0, le=10)] | None = None
@@ -52,15 +53,16 @@ class ReadParams(BaseModel):
     def _price_range(self) -> "ReadParams":
         if self.price_min is not None and self.price_max is not None and self.price_min > self.price_max:
             raise ValueError(f"price_min ({self.price_min}) is greater than price_max ({self.price_max})")
-        if all(w == 0 for w in (self.w_bm25, self.w_user, self.w_query, self.w_item, self.w_cf)):
-            raise ValueError("at least one of w_bm25, w_user, w_query, w_item, w_cf must be greater than 0")
+        if all(w == 0 for w in (self.w_bm25, self.w_user, self.w_query, self.w_item, self.w_recent, self.w_cf)):
+            raise ValueError("at least one of w_bm25, w_user, w_query, w_item, w_recent, w_cf must be greater than 0")
         return self
 
     def resolved(self, defaults: Mapping[str, Any] | None = None) -> ReadParams:
         """Every parameter the request left out, filled: from `defaults` (the serving model's learned
         fusion settings) where given, else the model-free defaults."""
         given = self.model_dump(exclude_unset=False)
-        fallback = {"fusion": "rrf", "w_user": 1.0, "w_item": 0.0, "w_cf": 0.0, "popularity_weight": 0.0,
+        fallback = {"fusion": "rrf", "w_user": 1.0, "w_item": 0.0, "w_recent": 0.0, "w_cf": 0.0,
+                    "popularity_weight": 0.0,
                     **(defaults or {})}
         filled = {key: fallback[key] if given.get(key) is None else given[key] for key in fallback}
         return self.model_copy(update=filled)
@@ -73,4 +75,4 @@ class ReadParams(BaseModel):
     def weights(self) -> dict[str, float]:
         """Per retriever weight (of a resolved request: no None left)."""
         return {"bm25": self.w_bm25, "user_knn": self.w_user or 0.0, "query_knn": self.w_query,
-                "item_item": self.w_item or 0.0, "cf_knn": self.w_cf or 0.0}
+                "item_item": self.w_item or 0.0, "item_recent": self.w_recent or 0.0, "cf_knn": self.w_cf or 0.0}

@@ -45,11 +45,12 @@ class Collaborative:
 
     model: ServingModel | None
     history: list[tuple[str, float]]
+    recent: list[tuple[str, float]]
     user_factor: np.ndarray | None
 
     @property
     def active(self) -> bool:
-        return self.model is not None and (bool(self.history) or self.user_factor is not None)
+        return self.model is not None and (bool(self.history or self.recent) or self.user_factor is not None)
 
 
 class Recommender:
@@ -106,6 +107,7 @@ class Recommender:
         collaborative = Collaborative(
             model,
             model.history_weights(history) if model and params.w_item else [],
+            model.history_weights(history, recent=True) if model and params.w_recent else [],
             model.user_factor(history) if model and params.w_cf else None,
         )
         size = params.k * params.page
@@ -196,9 +198,11 @@ class Recommender:
             if vector is not None:
                 out.append((name, queries.search_body(depth, with_vectors,
                                                       knn=queries.knn_clause(vector, filters, depth, NUM_CANDIDATES))))
-        if cf.model is not None and cf.history:
-            body = queries.item_item_query(cf.model.neighbours_field, cf.history, filters)
-            out.append(("item_item", queries.search_body(depth, with_vectors, query=body)))
+        if cf.model is not None:
+            for name, history in (("item_item", cf.history), ("item_recent", cf.recent)):
+                if history:
+                    body = queries.item_item_query(cf.model.neighbours_field, history, filters)
+                    out.append((name, queries.search_body(depth, with_vectors, query=body)))
         if cf.model is not None and cf.user_factor is not None:
             knn = queries.knn_clause(cf.user_factor, filters, depth, NUM_CANDIDATES, field=cf.model.factors_field)
             out.append(("cf_knn", queries.search_body(depth, with_vectors, knn=knn)))
@@ -253,12 +257,13 @@ class Recommender:
         pulled the hit in, the history item with the largest item-item contribution; otherwise the history
         item most similar to it in content."""
         out: dict[str, dict[str, Any]] = {}
-        if cf.model is not None and cf.history:
+        if cf.model is not None:
             for hit in page:
-                if "item_item" in hit.sources:
-                    found = cf.model.because(hit.id, cf.history)
+                for name, history in (("item_recent", cf.recent), ("item_item", cf.history)):
+                    found = cf.model.because(hit.id, history) if name in hit.sources else None
                     if found:
-                        out[hit.id] = {**found, "retriever": "item_item"}
+                        out[hit.id] = {**found, "retriever": name}
+                        break
         history = self.store.history(user_id)[:20]
         if not history:
             return out

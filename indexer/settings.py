@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     batch_size: int = Field(64, ge=1, le=4096, description="texts per encoder batch")
     max_text_chars: int = Field(20_000, ge=100, description="longest accepted title+description+tags")
 
+    # Collaborative models
+    train_interval_s: int = Field(3600, ge=60, description="how often celery beat checks whether to train a model")
+    train_min_new_events: int = Field(1000, ge=1, description="beat trains only when at least this many events "
+                                                                "arrived since the serving model was trained")
+    train_min_events: int = Field(20, ge=1, description="no model is trained from fewer events than this")
+
     # API
     reco_cache_ttl: int = Field(300, ge=0, le=86400,
                                 description="seconds a recommendation response is cached per profile version; 0 disables")

@@ -30,7 +30,7 @@ from indexer.profile_store import AppliedEvent, profile_from_events
 from indexer.settings import Settings
 from indexer.training_data import Holdout, TrainingData, read_histories, split_holdout
 
-__all__ = ["TrainOptions", "TrainResult", "train"]
+__all__ = ["TrainOptions", "TrainResult", "due", "train"]
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]
@@ -44,11 +44,12 @@ class TrainOptions:
 
     lambdas: tuple[float, ...] = (100.0, 300.0, 1000.0)
     neighbours: int = 100
-    recency: tuple[tuple[float, float], ...] = ((0.0, 10.0), (0.5, 10.0), (0.7, 10.0), (0.9, 10.0))
+    recent_half_lives: tuple[float, ...] = (10.0,)
+    recent_weights: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
     als_regularization: float = 10.0
     als_alpha: float = 1.0
     als_iterations: int = 15
-    cf_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
+    cf_weights: tuple[float, ...] = (0.0, 0.5, 1.0)
     user_weights: tuple[float, ...] = (0.0, 0.25)
     popularity_weights: tuple[float, ...] = (0.0, 0.05, 0.1)
     holdout_users: int = 3000
@@ -111,8 +112,8 @@ def content_vectors(data: TrainingData, rows: Iterable[int], content: dict[str, 
 def choose(holdout: Holdout, popularity: np.ndarray, options: TrainOptions, factors: int,
            content: dict[str, np.ndarray], half_life_s: float,
            progress: Progress | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The best setting by the mean, over both held-out slices, of NDCG@10 relative to popularity's.
-    Returns (chosen setting, metrics of the chosen setting and of popularity per slice)."""
+    """The setting with the best worst-slice NDCG@10 relative to that slice's best, over a small grid.
+    Returns (chosen setting, metrics: per slice, popularity's, the lift over popularity ("objective")."""
     train = holdout.train
     n_items = len(train.item_ids)
     x = interaction_matrix([[(i, 1.0) for i, _, _ in h] for h in train.histories], n_items)
@@ -133,31 +134,37 @@ def choose(holdout: Holdout, popularity: np.ndarray, options: TrainOptions, fact
             fixed[name]["user"] = scorer.top_lists(users, r)
     user_weights = options.user_weights if "user" in fixed[next(iter(fixed))] else (0.0,)
     lambdas = options.lambdas if n_items <= 3000 else options.lambdas[:1]
-    best: tuple[float, dict[str, Any], dict[str, float]] | None = None
+    tried: list[tuple[dict[str, Any], dict[str, float]]] = []
     for step, lam in enumerate(lambdas):
         neighbours = _neighbour_model(x, lam, options.neighbours)
-        for gamma, half_life in options.recency:
-            item_item = scorer.item_item(neighbours, gamma, half_life)
-            lists = {name: {**fixed[name], "item": scorer.top_lists(item_item, r, matching_only=True)}
-                     for name, r in rows.items()}
-            for w_cf, w_user, pop in product(options.cf_weights, user_weights, options.popularity_weights):
-                setting = FusionSetting({"item": 1.0, "cf": w_cf, "user": w_user}, pop)
+        flat = {name: scorer.top_lists(scorer.item_item(neighbours, 0.0, 1.0), r, matching_only=True)
+                for name, r in rows.items()}
+        for half_life in options.recent_half_lives:
+            recent = scorer.item_item(neighbours, 1.0, half_life)
+            lists = {name: {**fixed[name], "item": flat[name],
+                            "recent": scorer.top_lists(recent, r, matching_only=True)} for name, r in rows.items()}
+            for w_recent, w_cf, w_user, pop in product(options.recent_weights, options.cf_weights, user_weights,
+                                                       options.popularity_weights):
+                setting = FusionSetting({"item": 1.0, "recent": w_recent, "cf": w_cf, "user": w_user}, pop)
                 scores = {name: scorer.evaluate(lists[name], setting, holdout.slices[name]) for name in rows}
-                objective = float(np.mean([scores[n] / baseline[n] if baseline[n] > 0 else scores[n]
-                                           for n in scores]))
-                if best is None or objective > best[0]:
-                    chosen = {"ease_lambda": lam, "recency_gamma": gamma, "recency_half_life": half_life,
-                              "fusion": "linear", "w_item": 1.0, "w_cf": w_cf, "w_user": w_user,
-                              "popularity_weight": pop, "als_regularization": options.als_regularization,
-                              "als_alpha": options.als_alpha}
-                    best = (objective, chosen, scores)
+                tried.append(({"ease_lambda": lam, "recent_half_life": half_life, "fusion": "linear",
+                               "w_item": 1.0, "w_recent": w_recent, "w_cf": w_cf, "w_user": w_user,
+                               "popularity_weight": pop, "als_regularization": options.als_regularization,
+                               "als_alpha": options.als_alpha}, scores))
         if progress:
             progress("choosing settings", 0.2 + 0.6 * (step + 1) / len(lambdas))
-    assert best is not None
-    objective, chosen, scores = best
+    # Balanced: the setting whose worst slice is closest to that slice's best. A recommender is asked both
+    # for what comes next and for what the user would also like; neither may be given up for the other.
+    best_per_slice = {name: max(scores[name] for _, scores in tried) for name in rows}
+    balance = [min(scores[n] / best_per_slice[n] if best_per_slice[n] > 0 else 0.0 for n in rows)
+               for _, scores in tried]
+    chosen, scores = tried[int(np.argmax(balance))]
     metrics: dict[str, Any] = {f"ndcg@10_{name}": round(value, 5) for name, value in scores.items()}
     metrics.update({f"popularity_ndcg@10_{name}": round(value, 5) for name, value in baseline.items()})
-    metrics["objective"] = round(objective, 5)
+    metrics["balance"] = round(max(balance), 5)
+    metrics["objective"] = round(float(np.mean([scores[n] / baseline[n] if baseline[n] > 0 else scores[n]
+                                                for n in rows])), 5)
+    metrics["settings_tried"] = len(tried)
     return chosen, metrics
 
 
@@ -193,6 +200,17 @@ def gate(metrics: dict[str, Any], serving: registry.ModelInfo | None, tolerance:
         return False, (f"objective {metrics['objective']:.4f} is more than {tolerance:.0%} below the serving "
                        f"model {serving.version} ({previous:.4f})")
     return True, f"objective {metrics['objective']:.4f} against the serving model's {previous:.4f}"
+
+
+def due(es: Elasticsearch, settings: Settings, min_new_events: int) -> tuple[bool, str]:
+    """Whether enough events arrived since the serving model (or any, before the first) to train again."""
+    count = int(es.count(index=alias_name(settings, "events"))["count"])
+    pointer = registry.read_pointer(es, settings)
+    info = registry.load_model(es, settings, pointer.version) if pointer.version else None
+    trained_on = int(info.info.get("events", 0)) if info else 0
+    if count - trained_on < min_new_events:
+        return False, f"{count - trained_on} new events since the serving model; {min_new_events} needed"
+    return True, f"{count - trained_on} new events"
 
 
 def train(es: Elasticsearch, settings: Settings, options: TrainOptions | None = None,

@@ -45,7 +45,7 @@ start_worker() {
   export PROMETHEUS_MULTIPROC_DIR="$STATE_DIR/prometheus-worker" HYBRIDREC_WORKER_METRICS_PORT="${HYBRIDREC_WORKER_METRICS_PORT:-9808}"
   rm -rf "$PROMETHEUS_MULTIPROC_DIR"; mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
   "$VENV/bin/celery" -A workers.celery_app worker --loglevel=INFO --concurrency="${HYBRIDREC_WORKER_CONCURRENCY:-1}" \
-    -Q embed,index,events --hostname "hybridrec@%h" --pidfile "$RUN/worker.pid" \
+    -Q embed,index,events,train --hostname "hybridrec@%h" --pidfile "$RUN/worker.pid" \
     --beat --schedule "$STATE_DIR/run/celerybeat-schedule" \
     --logfile "$STATE_DIR/logs/worker.log" --detach
   wait_for "celery worker" 60 pid_alive "$RUN/worker.pid" || die "worker did not start (log: $STATE_DIR/logs/worker.log)"

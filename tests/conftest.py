@@ -100,7 +100,7 @@ class WorkerProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--loglevel=INFO",
-             "--concurrency=1", "-Q", "embed,index,events", "--hostname", f"{PREFIX}-{self.name}@%h",
+             "--concurrency=1", "-Q", "embed,index,events,train", "--hostname", f"{PREFIX}-{self.name}@%h",
              "--without-gossip", "--without-mingle"],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env,
         )

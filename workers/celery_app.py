@@ -5,7 +5,7 @@ from celery import Celery
 from kombu import Queue
 
 from indexer.settings import get_settings
-from indexer.tasknames import QUEUE_EMBED, QUEUE_EVENTS, QUEUE_INDEX, FLUSH_RECO_LOGS, ROUTES, SNAPSHOT_PROFILES
+from indexer.tasknames import ALL_QUEUES, FLUSH_RECO_LOGS, QUEUE_INDEX, ROUTES, SNAPSHOT_PROFILES, TRAIN_IF_DUE
 
 TASK_ROUTES = {name: {"queue": queue} for name, queue in ROUTES.items()}
 
@@ -16,7 +16,7 @@ def make_celery() -> Celery:
     app.conf.update(
         broker_url=settings.broker_url,
         result_backend=settings.broker_url,
-        task_queues=[Queue(QUEUE_EMBED), Queue(QUEUE_INDEX), Queue(QUEUE_EVENTS)],
+        task_queues=[Queue(name) for name in ALL_QUEUES],
         task_default_queue=QUEUE_INDEX,
         task_routes=TASK_ROUTES,
         # A task is acknowledged only after it finished, and a worker that dies mid-task
@@ -41,7 +41,9 @@ def make_celery() -> Celery:
         worker_hijack_root_logger=False,
         # Only with `celery -A workers.celery_app beat`: profiles land in the users index every 10 minutes.
         beat_schedule={"snapshot-profiles": {"task": SNAPSHOT_PROFILES, "schedule": 600.0},
-                       "flush-reco-logs": {"task": FLUSH_RECO_LOGS, "schedule": 5.0}},
+                       "flush-reco-logs": {"task": FLUSH_RECO_LOGS, "schedule": 5.0},
+                       # Trains only when enough new events arrived since the serving model (settings).
+                       "train-if-due": {"task": TRAIN_IF_DUE, "schedule": float(settings.train_interval_s)}},
     )
     return app
 

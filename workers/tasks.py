@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery import Task
@@ -13,7 +15,8 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from indexer import catalog, lifecycle
+from indexer import catalog, lifecycle, promotion, training
+from indexer.cf_serving import ModelCache
 from indexer.clients import make_es, make_redis
 from indexer.documents import validate_items
 from indexer.encoder import get_encoder
@@ -23,6 +26,7 @@ from indexer.profile_store import ProfileStore
 from indexer.reco_logs import attribute_clicks, flush_logs
 from indexer.search import item_vectors
 from indexer.settings import get_settings
+from indexer.training import TrainOptions
 from indexer import tasknames as names
 from workers.celery_app import app
 
@@ -34,6 +38,7 @@ RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 2, "retry_backoff_max": 60
 
 _es: Elasticsearch | None = None
 _redis: Redis | None = None
+_models: ModelCache | None = None
 
 
 def _retryable(failure: dict[str, Any]) -> bool:
@@ -48,6 +53,14 @@ def es() -> Elasticsearch:
     if _es is None:
         _es = make_es(get_settings(), timeout=60)
     return _es
+
+
+def models() -> ModelCache:
+    """The collaborative models each item-field slot holds (cold items get factors for both)."""
+    global _models
+    if _models is None:
+        _models = ModelCache(es(), get_settings())
+    return _models
 
 
 def redis() -> Redis:
@@ -66,7 +79,8 @@ def index_items(self: Task, items: list[dict[str, Any] | str]) -> dict[str, Any]
                                    max_text_chars=settings.max_text_chars)
     stored, missing = catalog.load_items(es(), settings, [i for i in items if isinstance(i, str)])
     valid += stored
-    result = catalog.index_items(es(), settings, valid, get_encoder(settings)) if valid else catalog.IndexResult()
+    result = catalog.index_items(es(), settings, valid, get_encoder(settings), models().slot_models()) \
+        if valid else catalog.IndexResult()
     retryable = [f for f in result.failed if _retryable(f)]
     if retryable:
         # Accepted items must not be lost to a rejection or an unavailable shard: the whole batch again
@@ -84,23 +98,75 @@ def delete_items(self: Task, ids: list[str], version_ms: int) -> dict[str, Any]:
     return {"deleted": report.ok, "stale": report.stale, "failed": report.failed}
 
 
+@contextmanager
+def task_lock(task: Task, name: str, what: str) -> Iterator[None]:
+    """One task of a kind at a time. The lock names its task: a redelivered task (its worker was killed)
+    takes over its own lock and resumes, while a second task is refused with Conflict."""
+    key, owner = f"{get_settings().index_prefix}:{name}", str(task.request.id)
+    if not redis().set(key, owner, nx=True, ex=6 * 3600) and redis().get(key) != owner.encode():
+        raise Conflict(f"{what} is already running")
+    try:
+        yield
+    finally:
+        if redis().get(key) == owner.encode():
+            redis().delete(key)
+
+
 @app.task(name=names.REINDEX, bind=True, **RETRY)
 def reindex(self: Task) -> dict[str, Any]:
     """Build the next items version and swap the alias; progress is in the task state (PROGRESS)."""
     settings = get_settings()
-    key, owner = f"{settings.index_prefix}:reindex-lock", str(self.request.id)
-    # The lock names its task: a redelivered reindex (its worker was killed) takes over its own lock
-    # and resumes the half-built version, while a second reindex is refused.
-    if not redis().set(key, owner, nx=True, ex=6 * 3600) and redis().get(key) != owner.encode():
-        raise Conflict("a reindex is already running")
-    try:
+    with task_lock(self, "reindex-lock", "a reindex"):
         def progress(done: int, total: int) -> None:
             self.update_state(state="PROGRESS", meta={"done": done, "total": total})
 
         return catalog.reindex(es(), settings, get_encoder(settings), progress)
-    finally:
-        if redis().get(key) == owner.encode():
-            redis().delete(key)
+
+
+def _stage_progress(task: Task) -> Callable[[str, float], None]:
+    def progress(stage: str, fraction: float) -> None:
+        task.update_state(state="PROGRESS", meta={"stage": stage, "progress": round(fraction, 3)})
+    return progress
+
+
+@app.task(name=names.TRAIN, bind=True, **RETRY)
+def train(self: Task, promote: bool = True) -> dict[str, Any]:
+    """Train a collaborative model from the events index, gate it, and promote it if it passes.
+    Killed at any point, the serving model is untouched (the pointer flips last)."""
+    settings = get_settings()
+    with task_lock(self, "model-lock", "a training or model promotion"):
+        progress = _stage_progress(self)
+        options = TrainOptions(min_events=settings.train_min_events, promote=promote)
+        result = training.train(es(), settings, options, progress,
+                                promote=lambda version: promotion.promote(es(), settings, version, progress))
+        models().invalidate()
+        return result.as_dict()
+
+
+@app.task(name=names.TRAIN_IF_DUE, bind=True, **RETRY)
+def train_if_due(self: Task) -> dict[str, Any]:
+    """Celery beat's check: train when enough events arrived since the serving model was trained."""
+    settings = get_settings()
+    due, reason = training.due(es(), settings, settings.train_min_new_events)
+    if not due:
+        return {"state": "skipped", "reason": reason}
+    return train.run()  # type: ignore[no-any-return]
+
+
+@app.task(name=names.PROMOTE_MODEL, bind=True, **RETRY)
+def promote_model(self: Task, version: int) -> dict[str, Any]:
+    with task_lock(self, "model-lock", "a training or model promotion"):
+        result = promotion.promote(es(), get_settings(), version, _stage_progress(self))
+        models().invalidate()
+        return result
+
+
+@app.task(name=names.ROLLBACK_MODEL, bind=True, **RETRY)
+def rollback_model(self: Task) -> dict[str, Any]:
+    with task_lock(self, "model-lock", "a training or model promotion"):
+        result = promotion.rollback(es(), get_settings(), _stage_progress(self))
+        models().invalidate()
+        return result
 
 
 @app.task(name=names.ROLLBACK, bind=True, **RETRY)
