@@ -87,11 +87,13 @@ def fit_cooccurrence_neighbours(x: csr_matrix, k: int, shrink: float = 10.0) -> 
     return prune_rows(sim, k)
 
 
-def prune_columns(b: Matrix, k: int) -> Neighbours:
+def prune_columns(b: Matrix, k: int, negative: bool = False) -> Neighbours:
     """Keep, per target item j, the k largest positive incoming weights B[i, j]: what item j's
     sparse_vector field stores. Measured on MovieLens-100K validation, per-target pruning keeps more of
-    the dense model than per-source pruning at the same size (eval/README.md)."""
-    positive = np.where(b > 0, b, 0.0).astype(np.float32)
+    the dense model than per-source pruning at the same size (eval/README.md). With negative, the k
+    most negative weights instead, as magnitudes (the engine subtracts them when it re-scores)."""
+    signed = -b if negative else b
+    positive = np.where(signed > 0, signed, 0.0).astype(np.float32)
     if k < positive.shape[0]:
         keep = np.argpartition(-positive, k, axis=0)[:k, :]
         pruned = np.zeros_like(positive)

@@ -36,6 +36,18 @@ def ndcg_at(ranked: np.ndarray, relevant: set[int], k: int = 10) -> float:
     return sum(gains) / ideal if ideal else 0.0
 
 
+def _minmax(raw: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Min-max per row over the entries where `ok` (as indexer.fusion.normalize_minmax: no spread -> 1.0);
+    0 elsewhere."""
+    low = np.where(ok, raw, np.inf).min(axis=1, keepdims=True)
+    high = np.where(ok, raw, -np.inf).max(axis=1, keepdims=True)
+    spread = np.where(np.isfinite(high - low), high - low, 0.0)
+    safe = np.where(ok, raw, 0.0)
+    normalised = np.where(spread > 0, (safe - np.where(np.isfinite(low), low, 0.0)) / np.where(spread > 0, spread, 1.0),
+                          1.0)
+    return np.where(ok, normalised, 0.0)
+
+
 def batch_ndcg(ranked: np.ndarray, valid: np.ndarray, targets: Sequence[set[int]], k: int = 10) -> np.ndarray:
     """NDCG@k per row of `ranked` (items, best first; entries where `valid` is False are not in the list)."""
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
@@ -105,10 +117,17 @@ class Scorer:
             self._histories[key] = full
         return full[np.asarray(rows, dtype=np.int64)]
 
-    def item_item(self, neighbours: csr_matrix, gamma: float, half_life: float) -> Scores:
-        def scores(rows: Sequence[int]) -> np.ndarray:
-            return np.asarray((self.history_matrix(rows, gamma, half_life) @ neighbours).todense())
-        return scores
+    def item_item_lists(self, positive: csr_matrix, negative: csr_matrix, gamma: float, half_life: float,
+                        rows: Sequence[int], depth: int = FUSION_DEPTH, chunk: int = 256) -> TopLists:
+        """The item-item retriever as served: Elasticsearch returns the top `depth` items by the positive
+        weights (items matching no history item are not hits), then the engine subtracts the negative
+        weights and re-orders them (indexer.cf_serving.ServingModel.rescore)."""
+        def block(part: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+            h = self.history_matrix(part, gamma, half_life)
+            pos = np.asarray((h @ positive).todense())
+            pos[pos <= 0] = -np.inf
+            return pos, pos - np.asarray((h @ negative).todense())
+        return self._top(block, rows, depth, chunk)
 
     def content(self, item_vectors: np.ndarray, user_vectors: Mapping[int, np.ndarray]) -> Scores:
         """Dot product of each user's content interest vector with every item's embedding."""
@@ -131,31 +150,30 @@ class Scorer:
         return scores
 
     def top_lists(self, scores: Scores, rows: Sequence[int], depth: int = FUSION_DEPTH,
-                  chunk: int = 256, matching_only: bool = False) -> TopLists:
+                  chunk: int = 256) -> TopLists:
         """Each user's top `depth` items of one retriever (history excluded), with min-max normalised
-        scores: all that linear fusion reads from a retriever. With matching_only, items scoring 0 are
-        not hits (a bool query returns only the documents that match a clause; kNN returns any)."""
+        scores: all that linear fusion reads from a retriever."""
+        def block(part: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+            values = scores(part)
+            return values, values
+        return self._top(block, rows, depth, chunk)
+
+    def _top(self, block: Callable[[Sequence[int]], tuple[np.ndarray, np.ndarray]], rows: Sequence[int],
+             depth: int, chunk: int) -> TopLists:
+        """`block(users)` gives (the scores hits are selected by, the scores they end with); -inf in the
+        first marks a non-hit. The users' history items are never hits."""
         depth = min(depth, self.n_items - 1)
         indices = np.zeros((len(rows), depth), dtype=np.int64)
         values = np.zeros((len(rows), depth))
         valid = np.zeros((len(rows), depth), dtype=bool)
         for start in range(0, len(rows), chunk):
             part = list(rows[start:start + chunk])
-            block = scores(part)
-            if matching_only:
-                block[block <= 0] = -np.inf
-            block[self.history_matrix(part).nonzero()] = -np.inf
-            top = np.argpartition(-block, depth, axis=1)[:, :depth]
-            raw = np.take_along_axis(block, top, axis=1)
-            ok = np.isfinite(raw)
-            low = np.where(ok, raw, np.inf).min(axis=1, keepdims=True)
-            high = np.where(ok, raw, -np.inf).max(axis=1, keepdims=True)
-            spread = np.where(np.isfinite(high - low), high - low, 0.0)
-            safe = np.where(ok, raw, 0.0)
-            normalised = np.where(spread > 0, (safe - np.where(np.isfinite(low), low, 0.0))
-                                  / np.where(spread > 0, spread, 1.0), 1.0)
+            select, final = block(part)
+            select[self.history_matrix(part).nonzero()] = -np.inf
+            top = np.argpartition(-select, depth, axis=1)[:, :depth]
+            ok = np.isfinite(np.take_along_axis(select, top, axis=1))
             indices[start:start + len(part)] = top
-            values[start:start + len(part)] = np.where(ok, normalised, 0.0)
+            values[start:start + len(part)] = _minmax(np.take_along_axis(final, top, axis=1), ok)
             valid[start:start + len(part)] = ok
         return TopLists(list(rows), indices, values, valid)
 

@@ -16,6 +16,7 @@ from indexer import model_registry as registry
 from indexer.cf_fields import factors_field, neighbours_field
 from indexer.cf_models import fold_in
 from indexer.cf_scoring import RECENT_CUTOFF_HALF_LIVES, recency_weights
+from indexer.fusion import Hit
 from indexer.interactions import MAX_INTERACTIONS, Interaction
 from indexer.settings import Settings
 
@@ -36,8 +37,11 @@ class ServingModel:
     def __post_init__(self) -> None:
         self.row = {item: i for i, item in enumerate(self.artifacts.item_ids)}
         self.incoming = self.artifacts.neighbours.tocsc()
+        negatives = self.artifacts.negatives
+        self.negatives = negatives.tocsc() if negatives is not None and negatives.nnz else None
         params = self.info.get("params", {})
         self.half_life = float(params.get("recent_half_life", 10.0))
+        self.gamma = float(params.get("item_gamma", 0.0))
         self.regularization = float(params.get("als_regularization", 1.0))
         self.alpha = float(params.get("als_alpha", 1.0))
 
@@ -56,14 +60,14 @@ class ServingModel:
                 if key in params}
 
     def history_weights(self, history: Sequence[Interaction], recent: bool = False) -> list[tuple[str, float]]:
-        """(item id, weight) for an item-item query, newest first, known items only: every history item
-        weighing 1 (the long-term retriever), or halving every `half_life` events back (the recent one,
-        whose tail is cut where the weights stop mattering)."""
+        """(item id, weight) for an item-item query, newest first, known items only: the long-term retriever
+        weighs every kept history item by (1 - gamma) + gamma * 0.5 ** (age / half_life), the recent one
+        halves every `half_life` events back and stops where the weights stop mattering."""
         newest = [entry for entry in history[:MAX_QUERY_HISTORY] if entry.item_id in self.row]
-        if not recent:
-            return [(entry.item_id, 1.0) for entry in newest]
-        newest = newest[:int(RECENT_CUTOFF_HALF_LIVES * self.half_life)]
-        weights = recency_weights(len(newest), 1.0, self.half_life)[::-1]
+        if recent:
+            newest = newest[:int(RECENT_CUTOFF_HALF_LIVES * self.half_life)]
+        gamma = 1.0 if recent else self.gamma
+        weights = recency_weights(len(newest), gamma, self.half_life)[::-1]
         return [(entry.item_id, float(weight)) for entry, weight in zip(newest, weights)]
 
     def user_factor(self, history: Sequence[Interaction]) -> np.ndarray | None:
@@ -75,6 +79,25 @@ class ServingModel:
         vector = fold_in(self.artifacts.factors[rows], self.artifacts.gram, [1.0] * len(rows),
                          self.regularization, self.alpha)
         return vector if np.isfinite(vector).all() and np.any(vector) else None
+
+    def rescore(self, hits: Sequence[Hit], history: Sequence[tuple[str, float]]) -> list[Hit]:
+        """The item-item hits Elasticsearch scored with the positive weights, minus the negative weights
+        (sum_i w_i * N[i, j], kept here), best first: the model's full prediction for each hit."""
+        if self.negatives is None or not hits:
+            return list(hits)
+        weights = np.zeros(self.negatives.shape[0])
+        for item_id, weight in history:
+            weights[self.row[item_id]] = weight
+        indptr, indices, data = self.negatives.indptr, self.negatives.indices, self.negatives.data
+        out = []
+        for hit in hits:
+            column = self.row.get(hit.id)
+            penalty = 0.0
+            if column is not None:
+                start, end = indptr[column], indptr[column + 1]
+                penalty = float(weights[indices[start:end]] @ data[start:end])
+            out.append(Hit(hit.id, hit.score - penalty))
+        return sorted(out, key=lambda h: -h.score)
 
     def because(self, item_id: str, history: Sequence[tuple[str, float]]) -> dict[str, Any] | None:
         """The history item whose item-item weight contributes most to this item's score."""

@@ -39,13 +39,19 @@ class Artifacts:
     gram: np.ndarray
     content_map: np.ndarray
     neighbours: csr_matrix
+    # The strongest negative weights per target (magnitudes), subtracted when the engine re-scores the
+    # item-item hits; empty for the co-occurrence model, which has none.
+    negatives: csr_matrix | None = None
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
         ids = np.frombuffer("\n".join(self.item_ids).encode("utf-8"), dtype=np.uint8)
+        negatives = self.negatives if self.negatives is not None else csr_matrix(self.neighbours.shape,
+                                                                                 dtype=np.float32)
         np.savez_compressed(buffer, ids=ids, factors=self.factors, gram=self.gram, content_map=self.content_map,
                             nb_data=self.neighbours.data, nb_indices=self.neighbours.indices,
-                            nb_indptr=self.neighbours.indptr, shape=np.asarray(self.neighbours.shape))
+                            nb_indptr=self.neighbours.indptr, shape=np.asarray(self.neighbours.shape),
+                            neg_data=negatives.data, neg_indices=negatives.indices, neg_indptr=negatives.indptr)
         return buffer.getvalue()
 
     @classmethod
@@ -54,8 +60,9 @@ class Artifacts:
             text = npz["ids"].tobytes().decode("utf-8")
             shape = tuple(int(x) for x in npz["shape"])
             neighbours = csr_matrix((npz["nb_data"], npz["nb_indices"], npz["nb_indptr"]), shape=shape)
+            negatives = csr_matrix((npz["neg_data"], npz["neg_indices"], npz["neg_indptr"]), shape=shape)
             return cls(item_ids=text.split("\n") if text else [], factors=npz["factors"], gram=npz["gram"],
-                       content_map=npz["content_map"], neighbours=neighbours)
+                       content_map=npz["content_map"], neighbours=neighbours, negatives=negatives)
 
 
 @dataclass

@@ -96,6 +96,10 @@ class Recommender:
         exclude: tuple[str, ...] = (anchor_id,) if anchor_id else ()
         if user_id and params.exclude_seen:
             exclude += tuple(seen)
+            # Liked and bought items (settings.seen_forever_types) stay out for good, not only in the window.
+            threshold = self.settings.forever_min_weight
+            if profile is not None and threshold is not None:
+                exclude += tuple(e.item_id for e in profile.interactions if e.weight >= threshold)
         filters = params.filters(exclude)
         # A source whose weight is 0 is switched off: it is neither embedded nor searched.
         user_vec = query_vector(profile, now=time.time()) if profile and params.w_user else None
@@ -162,6 +166,10 @@ class Recommender:
         searches = self._searches(params, filters, size, text, user_vec, q_vec, cf, want_vectors)
         with timed("elasticsearch", "msearch"):
             retrieval = search.msearch(self.es, self.index, searches)
+        if cf.model is not None:
+            for name, history in (("item_item", cf.history), ("item_recent", cf.recent)):
+                if name in retrieval.rankings:
+                    retrieval.rankings[name] = cf.model.rescore(retrieval.rankings[name], history)
         weights = {name: w for name, w in params.weights().items() if name in retrieval.rankings}
         if params.fusion == "rrf":
             fused = fuse_rrf(retrieval.rankings, k=params.rrf_k, weights=weights)

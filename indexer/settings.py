@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(900, ge=5, description="seconds before a task whose worker died is delivered again")
     half_life_days: float = Field(14.0, gt=0, description="decay half-life of long-term interests and trending")
     seen_window_days: float = Field(7.0, gt=0, description="items acted on within this window are 'seen'")
+    seen_forever_types: str = Field(
+        "like,purchase", description="event types whose items stay out of a user's lists for good (among the "
+                                     "last 500 interactions), beyond the seen window; empty: none")
 
     # Encoder
     model: str = Field(default_factory=_bundled_model_path,
@@ -79,6 +82,26 @@ class Settings(BaseSettings):
             if not url.strip().startswith(("http://", "https://")):
                 raise ValueError(f"must start with http:// or https://, got {url!r}")
         return value
+
+    @field_validator("seen_forever_types")
+    @classmethod
+    def _check_types(cls, value: str) -> str:
+        from indexer.profile import EVENT_WEIGHTS
+
+        unknown = [t for t in value.split(",") if t.strip() and t.strip() not in EVENT_WEIGHTS]
+        if unknown:
+            raise ValueError(f"unknown event types {unknown}; expected some of {sorted(EVENT_WEIGHTS)}")
+        if any(EVENT_WEIGHTS[t.strip()] <= 0 for t in value.split(",") if t.strip()):
+            raise ValueError("only positive event types can exclude an item for good")
+        return value
+
+    @property
+    def forever_min_weight(self) -> float | None:
+        """The smallest event weight that keeps an item out of the user's lists for good (None: none)."""
+        from indexer.profile import EVENT_WEIGHTS
+
+        weights = [EVENT_WEIGHTS[t.strip()] for t in self.seen_forever_types.split(",") if t.strip()]
+        return min(weights) if weights else None
 
     @field_validator("api_keys")
     @classmethod

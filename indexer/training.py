@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from elasticsearch import Elasticsearch
+from scipy.sparse import csr_matrix
 from elasticsearch.helpers import scan
 
 from indexer import model_registry as registry
@@ -45,13 +46,16 @@ class TrainOptions:
     lambdas: tuple[float, ...] = (100.0, 300.0, 1000.0)
     neighbours: int = 100
     recent_half_lives: tuple[float, ...] = (10.0,)
-    recent_weights: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
+    # The long-term item-item list weighs history item i by (1 - gamma) + gamma * 0.5 ** (age_i / half_life):
+    # a tilt towards recent events that keeps the whole history's evidence.
+    item_gammas: tuple[float, ...] = (0.0, 0.5, 0.8)
+    recent_weights: tuple[float, ...] = (0.0, 0.25, 1.0)
     als_regularization: float = 10.0
     als_alpha: float = 1.0
     als_iterations: int = 15
-    cf_weights: tuple[float, ...] = (0.0, 0.5, 1.0)
+    cf_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
     user_weights: tuple[float, ...] = (0.0, 0.25)
-    popularity_weights: tuple[float, ...] = (0.0, 0.05, 0.1)
+    popularity_weights: tuple[float, ...] = (0.0, 0.05)
     holdout_users: int = 3000
     min_events: int = 20
     gate_tolerance: float = 0.02  # a new model may score at most 2% below the serving one
@@ -89,10 +93,14 @@ def item_catalog(es: Elasticsearch, settings: Settings) -> tuple[dict[str, np.nd
     return vectors, popularity
 
 
-def _neighbour_model(x: Any, lam: float, k: int) -> Any:
+def _neighbour_model(x: Any, lam: float, k: int) -> tuple[csr_matrix, csr_matrix]:
+    """(positive weights for Elasticsearch, negative magnitudes for the re-scoring), both pruned to the k
+    strongest per target item."""
     if x.shape[1] > EASE_MAX_ITEMS:
-        return fit_cooccurrence_neighbours(x, k).matrix
-    return prune_columns(fit_ease(x, lam), k).matrix
+        positive = fit_cooccurrence_neighbours(x, k).matrix
+        return positive, csr_matrix(positive.shape, dtype=np.float32)
+    b = fit_ease(x, lam)
+    return prune_columns(b, k).matrix, prune_columns(b, k, negative=True).matrix
 
 
 def content_vectors(data: TrainingData, rows: Iterable[int], content: dict[str, np.ndarray],
@@ -135,29 +143,36 @@ def choose(holdout: Holdout, popularity: np.ndarray, options: TrainOptions, fact
     user_weights = options.user_weights if "user" in fixed[next(iter(fixed))] else (0.0,)
     lambdas = options.lambdas if n_items <= 3000 else options.lambdas[:1]
     tried: list[tuple[dict[str, Any], dict[str, float]]] = []
+    floors: dict[tuple[float, float], dict[str, float]] = {}
     for step, lam in enumerate(lambdas):
-        neighbours = _neighbour_model(x, lam, options.neighbours)
-        flat = {name: scorer.top_lists(scorer.item_item(neighbours, 0.0, 1.0), r, matching_only=True)
-                for name, r in rows.items()}
+        positive, negative = _neighbour_model(x, lam, options.neighbours)
         for half_life in options.recent_half_lives:
-            recent = scorer.item_item(neighbours, 1.0, half_life)
-            lists = {name: {**fixed[name], "item": flat[name],
-                            "recent": scorer.top_lists(recent, r, matching_only=True)} for name, r in rows.items()}
-            for w_recent, w_cf, w_user, pop in product(options.recent_weights, options.cf_weights, user_weights,
-                                                       options.popularity_weights):
-                setting = FusionSetting({"item": 1.0, "recent": w_recent, "cf": w_cf, "user": w_user}, pop)
-                scores = {name: scorer.evaluate(lists[name], setting, holdout.slices[name]) for name in rows}
-                tried.append(({"ease_lambda": lam, "recent_half_life": half_life, "fusion": "linear",
-                               "w_item": 1.0, "w_recent": w_recent, "w_cf": w_cf, "w_user": w_user,
-                               "popularity_weight": pop, "als_regularization": options.als_regularization,
-                               "als_alpha": options.als_alpha}, scores))
+            recent = {name: scorer.item_item_lists(positive, negative, 1.0, half_life, r) for name, r in rows.items()}
+            for gamma in options.item_gammas:
+                lists = {name: {**fixed[name], "recent": recent[name],
+                                "item": scorer.item_item_lists(positive, negative, gamma, half_life, r)}
+                         for name, r in rows.items()}
+                floors[(lam, gamma)] = {name: scorer.evaluate(lists[name], FusionSetting({"item": 1.0}),
+                                                              holdout.slices[name]) for name in rows}
+                for w_recent, w_cf, w_user, pop in product(options.recent_weights, options.cf_weights, user_weights,
+                                                           options.popularity_weights):
+                    setting = FusionSetting({"item": 1.0, "recent": w_recent, "cf": w_cf, "user": w_user}, pop)
+                    scores = {name: scorer.evaluate(lists[name], setting, holdout.slices[name]) for name in rows}
+                    tried.append(({"ease_lambda": lam, "recent_half_life": half_life, "item_gamma": gamma,
+                                   "fusion": "linear", "w_item": 1.0, "w_recent": w_recent, "w_cf": w_cf,
+                                   "w_user": w_user, "popularity_weight": pop,
+                                   "als_regularization": options.als_regularization, "als_alpha": options.als_alpha},
+                                  scores))
         if progress:
             progress("choosing settings", 0.2 + 0.6 * (step + 1) / len(lambdas))
     # Balanced: the setting whose worst slice is closest to that slice's best. A recommender is asked both
     # for what comes next and for what the user would also like; neither may be given up for the other.
+    # And the fusion may not lose to its main part: on no slice below its item-item list alone.
     best_per_slice = {name: max(scores[name] for _, scores in tried) for name in rows}
     balance = [min(scores[n] / best_per_slice[n] if best_per_slice[n] > 0 else 0.0 for n in rows)
-               for _, scores in tried]
+               - (0.0 if all(scores[n] >= floors[(chosen["ease_lambda"], chosen["item_gamma"])][n] for n in rows)
+                  else 1.0)
+               for chosen, scores in tried]
     chosen, scores = tried[int(np.argmax(balance))]
     metrics: dict[str, Any] = {f"ndcg@10_{name}": round(value, 5) for name, value in scores.items()}
     metrics.update({f"popularity_ndcg@10_{name}": round(value, 5) for name, value in baseline.items()})
@@ -172,7 +187,7 @@ def fit_final(data: TrainingData, chosen: dict[str, Any], options: TrainOptions,
               content: dict[str, np.ndarray]) -> registry.Artifacts:
     """Refit the chosen setting on every interaction, held-out ones included."""
     x = interaction_matrix([[(i, 1.0) for i, _, _ in h] for h in data.histories], len(data.item_ids))
-    neighbours = _neighbour_model(x, float(chosen["ease_lambda"]), options.neighbours)
+    positive, negative = _neighbour_model(x, float(chosen["ease_lambda"]), options.neighbours)
     item_factors = fit_als(x, factors, options.als_regularization, options.als_alpha,
                            options.als_iterations, options.seed)
     known = [i for i, item in enumerate(data.item_ids) if item in content]
@@ -183,7 +198,7 @@ def fit_final(data: TrainingData, chosen: dict[str, Any], options: TrainOptions,
         content_map = np.zeros((0, factors), dtype=np.float32)
     return registry.Artifacts(item_ids=list(data.item_ids), factors=item_factors,
                               gram=(item_factors.T @ item_factors).astype(np.float32), content_map=content_map,
-                              neighbours=neighbours.tocsr())
+                              neighbours=positive.tocsr(), negatives=negative.tocsr())
 
 
 def gate(metrics: dict[str, Any], serving: registry.ModelInfo | None, tolerance: float) -> tuple[bool, str]:

@@ -215,6 +215,25 @@ def cmd_events_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events_import(args: argparse.Namespace) -> int:
+    """Stream past interactions into the events index (idempotent: ids derive from the events' content)."""
+    from indexer.history_import import import_events
+
+    settings = get_settings()
+    path = Path(args.file)
+    if path.suffix.lower() == ".csv":
+        handle = path.open(encoding="utf-8", newline="")
+        rows: Iterator[dict[str, Any]] = (dict(row) for row in csv.DictReader(handle))
+    else:
+        rows = _read_items(path)
+    bar = tqdm(unit="event", desc="import", disable=not sys.stderr.isatty())
+    result = import_events(make_es(settings, timeout=60), settings, rows, progress=bar.update,
+                           rebuild=not args.no_rebuild)
+    bar.close()
+    print(json.dumps(result, indent=2))
+    return 0 if not result["failed_count"] else 1
+
+
 def cmd_report_ctr(args: argparse.Namespace) -> int:
     from indexer.clients import make_redis
     from indexer.reco_logs import ctr_by_strategy, flush_logs
@@ -265,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     events = sub.add_parser("events", help="event maintenance").add_subparsers(dest="action", required=True)
     events.add_parser("replay", help="re-send dead-lettered event batches to the workers").set_defaults(
         func=cmd_events_replay)
+    p = events.add_parser("import", help="import past events (JSONL or CSV, original ts), then rebuild profiles")
+    p.add_argument("file")
+    p.add_argument("--no-rebuild", action="store_true", help="write the events only; rebuild profiles later")
+    p.set_defaults(func=cmd_events_import)
     report = sub.add_parser("report", help="reports from the logs").add_subparsers(dest="action", required=True)
     report.add_parser("ctr", help="click-through rate of served lists per strategy").set_defaults(func=cmd_report_ctr)
     kibana = sub.add_parser("kibana", help="Kibana saved objects").add_subparsers(dest="action", required=True)

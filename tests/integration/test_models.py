@@ -227,3 +227,39 @@ def test_killed_training_leaves_serving_intact(trained, es, settings, worker, tm
     result = task.get(timeout=180)
     assert result["state"] in ("serving", "refused"), result
     assert registry.read_pointer(es, settings).version in (before.version, result["version"])
+
+
+def test_import_history_is_idempotent_and_keeps_liked_items_out_for_good(fresh, es, settings, redis_client, tmp_path):  # type: ignore[no-untyped-def]
+    import json
+
+    from indexer.catalog import index_items
+    from indexer.documents import validate_items
+    from indexer.encoder import get_encoder
+    from indexer.lifecycle import alias_name
+    from indexer.profile_store import ProfileStore
+    from indexer.read_params import ReadParams
+    from indexer.recommender import Recommender
+    from workers.cli import main
+
+    items, _ = validate_items(catalog(), max_text_chars=1000)
+    index_items(es, settings, items, get_encoder(settings))
+    es.indices.refresh(index=alias_name(settings, "items"))
+    old = datetime(2020, 3, 1, tzinfo=timezone.utc)  # years before the seen window
+    lines = [{"user_id": "veteran", "item_id": f"jazz.{n}", "type": "like" if n < 3 else "view",
+              "ts": old.replace(day=n + 1).isoformat()} for n in range(6)]
+    lines.append({"user_id": "veteran", "item_id": "jazz.9", "type": "view"})  # no ts: refused
+    path = tmp_path / "history.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    events = alias_name(settings, "events")
+    for _ in range(2):
+        assert main(["events", "import", str(path)]) == 0
+        es.indices.refresh(index=events)
+        assert es.count(index=events)["count"] == 6
+    profile = ProfileStore(redis_client, settings).load("veteran")
+    assert profile is not None and len(profile.interactions) == 6 and profile.version == 6
+    engine = Recommender(settings.model_copy(update={"reco_cache_ttl": 0}), es, redis_client,
+                         lambda: get_encoder(settings))
+    ids = [hit["id"] for hit in engine.recommend("veteran", ReadParams(k=40))["items"]]
+    # Likes stay out for good; views older than the seen window may come back.
+    assert not {"jazz.0", "jazz.1", "jazz.2"} & set(ids)
+    assert {"jazz.3", "jazz.4", "jazz.5"} & set(ids)

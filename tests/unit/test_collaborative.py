@@ -1,0 +1,139 @@
+"""Pure parts of the collaborative path: interaction histories, the training data split, request
+parameter resolution, query bodies, offline scoring and the serving model's request-time maths."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from scipy.sparse import csr_matrix
+
+from indexer import interactions
+from indexer.cf_scoring import FusionSetting, Scorer, batch_ndcg, recency_weights
+from indexer.cf_serving import ServingModel
+from indexer.filters import Filters
+from indexer.fusion import Hit
+from indexer.interactions import Interaction, fold, record
+from indexer.model_registry import Artifacts
+from indexer.queries import item_item_query, knn_clause
+from indexer.read_params import ReadParams
+from indexer.training_data import histories_from_events, split_holdout
+
+
+def test_record_keeps_the_strongest_weight_and_newest_time_and_drops_disliked_items() -> None:
+    history = record((), "a", 1.0, 10.0)
+    history = record(history, "b", 4.0, 20.0)
+    history = record(history, "a", 4.0, 30.0)
+    assert [(e.item_id, e.weight, e.ts) for e in history] == [("a", 4.0, 30.0), ("b", 4.0, 20.0)]
+    history = record(history, "b", -4.0, 40.0)
+    assert [e.item_id for e in history] == ["a"]
+    late = record(history, "c", 1.0, 5.0)  # a late event lands in its place by time
+    assert [e.item_id for e in late] == ["a", "c"]
+    assert len(record(tuple(Interaction(str(i), 1.0, float(i)) for i in range(5)), "x", 1.0, 99.0, limit=3)) == 3
+
+
+def test_fold_gives_what_record_gives_event_by_event() -> None:
+    rng = random.Random(4)
+    events = sorted((rng.uniform(0, 100), f"i{rng.randrange(30)}", rng.choice([1.0, 4.0, -4.0])) for _ in range(300))
+    one_by_one: tuple[Interaction, ...] = ()
+    for ts, item, weight in events:
+        one_by_one = record(one_by_one, item, weight, ts, limit=10_000)
+    assert fold(events) == one_by_one
+    assert interactions.decode(interactions.encode(one_by_one)) == one_by_one
+
+
+def test_holdout_takes_the_newest_and_one_random_item_of_users_with_enough_history() -> None:
+    events = [{"user_id": f"u{u}", "item_id": f"i{n}", "weight": 1.0, "ts": float(n)}
+              for u in range(4) for n in range(u + 2)]
+    data = histories_from_events(events)
+    holdout = split_holdout(data, seed=1, min_history=3)
+    eligible = [row for row, h in enumerate(data.histories) if len(h) >= 3]
+    assert sorted(holdout.slices["next"]) == eligible == sorted(holdout.slices["random"])
+    for row in eligible:
+        newest = data.histories[row][-1][0]
+        assert holdout.slices["next"][row] == {newest}
+        assert holdout.slices["random"][row] != {newest}
+        kept = {item for item, _, _ in holdout.train.histories[row]}
+        assert not kept & (holdout.slices["next"][row] | holdout.slices["random"][row])
+        assert len(kept) == len(data.histories[row]) - 2
+
+
+def test_parameters_left_out_take_the_models_values_and_explicit_ones_win() -> None:
+    learned = {"fusion": "linear", "w_item": 1.0, "w_recent": 0.5, "w_cf": 0.5, "w_user": 0.0,
+               "popularity_weight": 0.1}
+    resolved = ReadParams().resolved(learned)
+    assert (resolved.fusion, resolved.w_item, resolved.w_user, resolved.popularity_weight) == ("linear", 1.0, 0.0, 0.1)
+    explicit = ReadParams(w_user=2.0, fusion="rrf").resolved(learned)
+    assert (explicit.fusion, explicit.w_user, explicit.w_cf) == ("rrf", 2.0, 0.5)
+    plain = ReadParams().resolved(None)
+    assert (plain.fusion, plain.w_user, plain.w_item, plain.popularity_weight) == ("rrf", 1.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="at least one"):
+        ReadParams(w_bm25=0, w_user=0, w_query=0, w_item=0, w_recent=0, w_cf=0)
+
+
+def test_item_item_query_boosts_one_term_per_history_item_inside_the_filters() -> None:
+    filters = Filters(categories=("books",), exclude_ids=("seen",))
+    body = item_item_query("cf_a_neighbours", [("x.1", 2.0), ("y", 0.5), ("z", 0.0)], filters)
+    assert body["bool"]["should"] == [{"term": {"cf_a_neighbours": {"value": "x.1", "boost": 2.0}}},
+                                      {"term": {"cf_a_neighbours": {"value": "y", "boost": 0.5}}}]
+    assert body["bool"]["minimum_should_match"] == 1 and body["bool"]["filter"] == [filters.clause()]
+    knn = knn_clause(np.array([1.0, 2.0]), filters, 10, 100, field="cf_b_factors")
+    assert knn["field"] == "cf_b_factors" and knn["filter"] == filters.clause() and knn["num_candidates"] == 100
+
+
+def test_recency_weights_halve_every_half_life() -> None:
+    assert recency_weights(3, 1.0, 1.0).tolist() == [0.25, 0.5, 1.0]
+    assert recency_weights(2, 0.0, 5.0).tolist() == [1.0, 1.0]
+
+
+def test_batch_ndcg_matches_the_definition() -> None:
+    ranked = np.array([[3, 1, 2], [5, 6, 7]])
+    valid = np.ones_like(ranked, dtype=bool)
+    out = batch_ndcg(ranked, valid, [{1}, {9}], k=3)
+    assert out[0] == pytest.approx(1 / np.log2(3)) and out[1] == 0.0
+    both = batch_ndcg(ranked, valid, [{3, 2}, {5}], k=3)
+    assert both[0] == pytest.approx((1 + 1 / np.log2(4)) / (1 + 1 / np.log2(3)))
+
+
+def test_linear_fusion_in_the_scorer_follows_the_weights() -> None:
+    # Two users, four items; the "a" retriever ranks item 1 first, "b" ranks item 2 first.
+    histories = [[(0, 1.0, 0.0)], [(0, 1.0, 0.0)]]
+    scorer = Scorer(histories, 4, np.ones(4))
+    a = scorer.top_lists(lambda rows: np.tile([0.0, 3.0, 2.0, 1.0], (len(rows), 1)), [0, 1], depth=3)
+    b = scorer.top_lists(lambda rows: np.tile([0.0, 1.0, 3.0, 2.0], (len(rows), 1)), [0, 1], depth=3)
+    targets = {0: {1}, 1: {1}}
+    assert scorer.evaluate({"a": a, "b": b}, FusionSetting({"a": 1.0, "b": 0.2}), targets) == 1.0
+    assert scorer.evaluate({"a": a, "b": b}, FusionSetting({"a": 0.2, "b": 1.0}), targets) < 1.0
+
+
+def serving_model() -> ServingModel:
+    ids = ["a", "b", "c", "d"]
+    positive = csr_matrix(np.array([[0, 0.5, 0.2, 0], [0, 0, 0.4, 0.1], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=np.float32))
+    negative = csr_matrix(np.array([[0, 0, 0, 0.3], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=np.float32))
+    factors = np.eye(4, 2, dtype=np.float32)
+    artifacts = Artifacts(ids, factors, factors.T @ factors, np.zeros((3, 2), dtype=np.float32), positive, negative)
+    info = {"params": {"recent_half_life": 1.0, "als_regularization": 0.1, "als_alpha": 1.0, "w_item": 1.0}}
+    return ServingModel(1, "a", info, artifacts)
+
+
+def test_serving_model_rescores_because_and_weights() -> None:
+    model = serving_model()
+    history = [Interaction("b", 1.0, 20.0), Interaction("a", 4.0, 10.0), Interaction("zz", 1.0, 5.0)]
+    assert model.history_weights(history) == [("b", 1.0), ("a", 1.0)]  # unknown items left out
+    assert model.history_weights(history, recent=True) == [("b", 1.0), ("a", 0.5)]
+    # Elasticsearch's positive scores for d: 0.1 (from b); minus a's negative weight 0.3 x 1.
+    rescored = model.rescore([Hit("d", 0.1), Hit("c", 0.6)], [("a", 1.0), ("b", 1.0)])
+    assert [h.id for h in rescored] == ["c", "d"] and rescored[1].score == pytest.approx(-0.2)
+    assert model.because("c", [("a", 1.0), ("b", 1.0)])["item_id"] == "b"  # 0.4 beats 0.2
+    assert model.because("c", [("a", 3.0), ("b", 1.0)])["item_id"] == "a"
+    assert model.user_factor(history) is not None and model.user_factor([Interaction("zz", 1.0, 1.0)]) is None
+    assert model.defaults() == {"w_item": 1.0}
+
+
+def test_artifacts_round_trip() -> None:
+    artifacts = serving_model().artifacts
+    back = Artifacts.from_bytes(artifacts.to_bytes())
+    assert back.item_ids == artifacts.item_ids
+    assert np.array_equal(back.factors, artifacts.factors)
+    assert (back.neighbours != artifacts.neighbours).nnz == 0
+    assert back.negatives is not None and (back.negatives != artifacts.negatives).nnz == 0
