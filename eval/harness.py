@@ -66,12 +66,14 @@ class Harness:
         self.dataset = dataset
         self.es = make_es(self.settings, timeout=60)
         self.redis = make_redis(self.settings)
-        self.engine = Recommender(self.settings, make_es(self.settings), self.redis,
+        # A slow answer on a loaded machine must be waited for, not scored as a degraded fallback.
+        self.engine = Recommender(self.settings, make_es(self.settings, timeout=60), self.redis,
                                   lambda: get_encoder(self.settings))
         self.store = ProfileStore(self.redis, self.settings)
         self.index = alias_name(self.settings, "items")
         self.titles = {str(item.get("id")): str(item.get("title", "")) for item in dataset.items}
         self.vectors: dict[str, np.ndarray] = {}
+        self.model_version: int | None = None
         self.indexing: list[dict[str, Any]] = []
 
     # -- catalog and profiles -----------------------------------------------------------------------------
@@ -149,6 +151,7 @@ class Harness:
                        promote=lambda version: promote(self.es, self.settings, version))
         if result.state != "serving":
             raise RuntimeError(f"the trained model was not promoted: {result.reason}")
+        self.model_version = result.version
         self.engine.models.invalidate()
         self.es.indices.refresh(index=self.index)
         return {**result.as_dict(), "end_to_end_s": round(time.perf_counter() - started, 2)}
@@ -213,7 +216,14 @@ class Harness:
         def recommend(user_id: str) -> list[str]:
             q = queries[user_id] if strategy.history_query else None
             params = ReadParams(k=k, q=q, exclude_seen=True, **strategy.params)
-            return [hit["id"] for hit in self.engine.recommend(user_id, params)["items"]]
+            body = self.engine.recommend(user_id, params)
+            if body["degraded"]:
+                raise RuntimeError(f"{strategy.name}: Elasticsearch did not answer for user {user_id}; a degraded "
+                                   f"fallback list would be scored as the strategy's")
+            if self.model_version is not None and body.get("model_version") != self.model_version:
+                raise RuntimeError(f"{strategy.name}: user {user_id} was served by model "
+                                   f"{body.get('model_version')}, not the trained {self.model_version}")
+            return [hit["id"] for hit in body["items"]]
         return recommend
 
     def _popularity(self, seen: Mapping[str, list[str]], k: int) -> Callable[[str], list[str]]:

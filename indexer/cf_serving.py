@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from elasticsearch import Elasticsearch, NotFoundError
+from elasticsearch import ApiError, Elasticsearch, NotFoundError, TransportError
 
 from indexer import model_registry as registry
 from indexer.cf_fields import factors_field, neighbours_field
@@ -58,6 +58,9 @@ class ServingModel:
         params = self.info.get("params", {})
         return {key: params[key] for key in ("fusion", "w_item", "w_recent", "w_cf", "w_user", "popularity_weight")
                 if key in params}
+
+    def knows_any(self, history: Sequence[Interaction]) -> bool:
+        return any(entry.item_id in self.row for entry in history)
 
     def history_weights(self, history: Sequence[Interaction], recent: bool = False) -> list[tuple[str, float]]:
         """(item id, weight) for an item-item query, newest first, known items only: the long-term retriever
@@ -141,6 +144,12 @@ class ModelCache:
             pointer = registry.read_pointer(self.es, self.settings)
         except NotFoundError:  # no models index yet (a catalog that never trained)
             pointer = registry.Pointer(None, None, {slot: None for slot in registry.SLOTS})
+        except (ApiError, TransportError):
+            if cached is None:
+                raise
+            # A slow or failed read keeps the model that was serving: a flicker to model-free lists would
+            # be worse than a pointer a few seconds old (the old slot stays intact until the next promotion).
+            pointer = cached[1]
         self._pointer = (now, pointer)
         return pointer
 

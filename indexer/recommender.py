@@ -86,6 +86,11 @@ class Recommender:
             profile, seen = self.store.load_with_seen(user_id) if user_id else (None, [])
         version = profile.version if profile else 0
         model = self._serving_model() if user_id else None
+        history = profile.interactions if profile else ()
+        if model is not None and not model.knows_any(history):
+            # The model knows none of the user's items (or there are none): its learned weights assume
+            # collaborative lists that cannot exist here, so the model-free defaults apply.
+            model = None
         params = params.resolved(model.defaults() if model else None)
         model_tag = str(model.version) if model else ""
         cache_key = self.cache.key(user_id, version, params, anchor_id, model_tag)
@@ -107,7 +112,6 @@ class Recommender:
             q_vec = self.embed_query(params.q) if params.q else anchor_vector
         else:
             q_vec = None
-        history = profile.interactions if profile else ()
         collaborative = Collaborative(
             model,
             model.history_weights(history) if model and params.w_item else [],
