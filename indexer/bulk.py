@@ -25,6 +25,18 @@ class BulkReport:
     failed: list[dict[str, Any]] = field(default_factory=list)
 
 
+def batches(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive lists of at most `size` rows."""
+    batch: list[Any] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def run_bulk(es: Elasticsearch, actions: Iterable[dict[str, Any]], *, require_alias: bool = False) -> BulkReport:
     """Run actions through streaming_bulk; with require_alias every target must be an alias (a missing
     alias fails the write instead of auto-creating a concrete index under its name)."""

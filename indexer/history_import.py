@@ -3,11 +3,12 @@ their content (importing the same file twice changes nothing), then every profil
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from elasticsearch import Elasticsearch
 
+from indexer.bulk import batches
 from indexer.events import event_document, record_events, validate_events
 from indexer.lifecycle import alias_name
 from indexer.rebuild import rebuild_profiles
@@ -24,17 +25,6 @@ def stable_event_id(event: Mapping[str, Any]) -> str:
     return "imp-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
-def _batches(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def import_events(es: Elasticsearch, settings: Settings, rows: Iterable[Any],
                   progress: Callable[[int], None] | None = None, rebuild: bool = True) -> dict[str, Any]:
     """Validate and write events (each needs its original `ts`); invalid lines are reported, not written.
@@ -43,7 +33,7 @@ def import_events(es: Elasticsearch, settings: Settings, rows: Iterable[Any],
     invalid: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     offset = 0
-    for batch in _batches(rows, BATCH):
+    for batch in batches(rows, BATCH):
         ready = []
         for index, row in enumerate(batch, start=offset):
             if isinstance(row, Mapping) and row.get("ts") in (None, ""):

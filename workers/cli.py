@@ -14,6 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from indexer import lifecycle
+from indexer.bulk import batches
 from indexer.clients import make_es
 from indexer.settings import SettingsError, get_settings
 
@@ -57,17 +58,6 @@ def _csv_item(row: dict[str, str]) -> dict[str, Any]:
     return item
 
 
-def _batches(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def ingest(items: Iterator[dict[str, Any]], *, sync: bool, total: int | None = None) -> dict[str, Any]:
     """Index items through the workers (default) or in this process (sync); returns the totals."""
     from datetime import datetime, timezone
@@ -83,7 +73,7 @@ def ingest(items: Iterator[dict[str, Any]], *, sync: bool, total: int | None = N
     pending = []
     offset = 0
     with tqdm(total=total, unit="item", desc="ingest", disable=not sys.stderr.isatty()) as bar:
-        for batch in _batches(items, BATCH):
+        for batch in batches(items, BATCH):
             valid, errors = validate_items(batch, max_text_chars=settings.max_text_chars, stamp_missing=True,
                                            now=datetime.now(timezone.utc))
             totals["invalid"].extend({**e.as_dict(), "index": e.index + offset} for e in errors)
@@ -205,13 +195,13 @@ def cmd_events_replay(args: argparse.Namespace) -> int:
     settings = get_settings()
     redis = make_redis(settings)
     key = f"{settings.index_prefix}:events-dead-letter"
-    batches = events = 0
+    sent = events = 0
     while (raw := redis.lpop(key)) is not None:
         entry = json.loads(raw)
         record_events.delay(entry["events"])
-        batches += 1
+        sent += 1
         events += len(entry["events"])
-    print(json.dumps({"batches": batches, "events": events}))
+    print(json.dumps({"batches": sent, "events": events}))
     return 0
 
 
