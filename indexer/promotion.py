@@ -61,12 +61,14 @@ def write_slot(es: Elasticsearch, settings: Settings, model: ServingModel, progr
     (409: its version moved on) or written by the old code path is picked up by the next one."""
     written = stale = 0
     for index in lifecycle.write_targets(es, settings):
-        for attempt in range(MAX_PASSES):
+        pending = {"bool": {"must_not": [{"term": {model_field(model.slot): model.version}}]}}
+        for attempt in range(MAX_PASSES + 1):
             es.indices.refresh(index=index)
-            pending = {"bool": {"must_not": [{"term": {model_field(model.slot): model.version}}]}}
-            total = int(es.count(index=index, query=pending)["count"])
-            if total == 0:
+            if int(es.count(index=index, query=pending)["count"]) == 0:
                 break
+            if attempt == MAX_PASSES:
+                raise Conflict(f"items in {index} kept changing: model {model.version} not complete after "
+                               f"{MAX_PASSES} passes")
             report = run_bulk(es, (_rewrite(model, hit, index) for hit in _documents(es, index, pending)))
             if report.failed:
                 raise Conflict(f"{len(report.failed)} items could not take model {model.version}: "
@@ -75,9 +77,6 @@ def write_slot(es: Elasticsearch, settings: Settings, model: ServingModel, progr
             stale += report.stale
             if progress:
                 progress(f"writing slot {model.slot} into {index}", min(1.0, (attempt + 1) / 2))
-        else:
-            raise Conflict(f"items in {index} kept changing: model {model.version} not complete after "
-                           f"{MAX_PASSES} passes")
     return {"written": written, "retried_after_update": stale}
 
 
