@@ -10,7 +10,7 @@ import numpy.typing as npt
 from scipy.sparse import csr_matrix
 
 __all__ = [
-    "EASE_MAX_ITEMS", "Neighbours", "decayed_weights", "fit_als", "fit_ease", "fit_cooccurrence_neighbours",
+    "EASE_MAX_ITEMS", "Neighbours", "fit_als", "fit_ease", "fit_cooccurrence_neighbours",
     "fit_ridge_map", "fold_in", "interaction_matrix", "prune_columns", "prune_rows",
 ]
 
@@ -27,14 +27,6 @@ class Neighbours:
     """The pruned item-item model: for source row i, its strongest positive weights B[i, j] (CSR)."""
 
     matrix: csr_matrix
-
-    def per_target(self) -> list[dict[int, float]]:
-        """For each target item j: {source i: B[i, j]}; what the item's sparse_vector field stores."""
-        out: list[dict[int, float]] = [{} for _ in range(self.matrix.shape[1])]
-        coo = self.matrix.tocoo()
-        for i, j, value in zip(coo.row.tolist(), coo.col.tolist(), coo.data.tolist()):
-            out[j][i] = value
-        return out
 
     @property
     def nnz(self) -> int:
@@ -125,14 +117,6 @@ def prune_rows(b: Matrix | csr_matrix, k: int) -> Neighbours:
         vals.extend(values.tolist())
     matrix = csr_matrix((np.asarray(vals, dtype=np.float32), (rows, cols)), shape=(n_rows, n_cols))
     return Neighbours(matrix)
-
-
-def decayed_weights(weights: Sequence[float], ages: Sequence[int], half_life: float | None) -> list[float]:
-    """History weights for the item-item query: each event's weight times 0.5 ** (age / half_life),
-    age counted in events (0 = the newest). None turns the decay off."""
-    if half_life is None:
-        return [float(w) for w in weights]
-    return [float(w) * 0.5 ** (age / half_life) for w, age in zip(weights, ages)]
 
 
 def fit_als(x: csr_matrix, factors: int, regularization: float, alpha: float, iterations: int,

@@ -4,7 +4,6 @@ settings on held-out events: the same formulas Elasticsearch and the engine appl
 popularity prior), over many users at once."""
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -18,7 +17,7 @@ from indexer.interactions import MAX_INTERACTIONS
 # The recent item-item retriever stops after this many half-lives (weights below 1/16 of the newest).
 RECENT_CUTOFF_HALF_LIVES = 4
 
-__all__ = ["FusionSetting", "Scorer", "TopLists", "ndcg_at", "recency_weights"]
+__all__ = ["FusionSetting", "Scorer", "TopLists", "batch_ndcg", "recency_weights"]
 
 Scores = Callable[[Sequence[int]], np.ndarray]
 
@@ -28,12 +27,6 @@ def recency_weights(n: int, gamma: float, half_life: float) -> np.ndarray:
     age in events (0 = newest). gamma 0 is a flat history, gamma 1 pure recency."""
     ages = np.arange(n - 1, -1, -1, dtype=np.float64)
     return (1.0 - gamma) + gamma * np.power(0.5, ages / half_life)
-
-
-def ndcg_at(ranked: np.ndarray, relevant: set[int], k: int = 10) -> float:
-    gains = [1.0 / math.log2(position + 2) for position, item in enumerate(ranked[:k]) if int(item) in relevant]
-    ideal = sum(1.0 / math.log2(position + 2) for position in range(min(len(relevant), k)))
-    return sum(gains) / ideal if ideal else 0.0
 
 
 def _minmax(raw: np.ndarray, ok: np.ndarray) -> np.ndarray:
@@ -211,10 +204,12 @@ class Scorer:
         return total / len(rows)
 
     def popularity_ndcg(self, targets: Mapping[int, set[int]], k: int = 10) -> float:
+        if not targets:
+            return 0.0
         order = np.argsort(-self.log_popularity, kind="stable")
-        total = 0.0
-        for row, relevant in targets.items():
+        ranked = np.full((len(targets), k), -1, dtype=np.int64)
+        for position, row in enumerate(targets):
             seen = {item for item, _, _ in self.histories[row]}
-            ranked = [item for item in order[: k + len(seen)] if item not in seen][:k]
-            total += ndcg_at(np.asarray(ranked), relevant, k)
-        return total / len(targets) if targets else 0.0
+            top = [item for item in order[: k + len(seen)] if item not in seen][:k]
+            ranked[position, :len(top)] = top
+        return float(batch_ndcg(ranked, ranked >= 0, list(targets.values()), k).mean())

@@ -103,8 +103,8 @@ class Recommender:
             exclude += tuple(seen)
             # Liked and bought items (settings.seen_forever_types) stay out for good, not only in the window.
             threshold = self.settings.forever_min_weight
-            if profile is not None and threshold is not None:
-                exclude += tuple(e.item_id for e in profile.interactions if e.weight >= threshold)
+            if threshold is not None:
+                exclude += tuple(e.item_id for e in history if e.weight >= threshold)
         filters = params.filters(exclude)
         # A source whose weight is 0 is switched off: it is neither embedded nor searched.
         user_vec = query_vector(profile, now=time.time()) if profile and params.w_user else None

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 from elasticsearch import Elasticsearch
-from scipy.sparse import csr_matrix
 from elasticsearch.helpers import scan
+from scipy.sparse import csr_matrix
 
 from indexer import model_registry as registry
 from indexer.cf_models import EASE_MAX_ITEMS, fit_als, fit_cooccurrence_neighbours, fit_ease, fit_ridge_map, \
@@ -36,7 +36,6 @@ __all__ = ["TrainOptions", "TrainResult", "due", "train"]
 log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]
 
-RETRIEVERS = ("item", "cf")
 
 
 @dataclass(frozen=True)
@@ -230,8 +229,7 @@ def due(es: Elasticsearch, settings: Settings, min_new_events: int) -> tuple[boo
 
 def train(es: Elasticsearch, settings: Settings, options: TrainOptions | None = None,
           progress: Progress | None = None,
-          promote: Callable[[int], dict[str, Any]] | None = None,
-          events: Iterable[dict[str, Any]] | None = None) -> TrainResult:
+          promote: Callable[[int], dict[str, Any]] | None = None) -> TrainResult:
     """One training run, end to end. `promote(version)` writes and flips the model when it passes the
     gate (indexer.promotion.promote; left out, the model is saved as a candidate only)."""
     options = options or TrainOptions()

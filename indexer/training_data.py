@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -102,7 +102,3 @@ def split_holdout(data: TrainingData, *, seed: int, max_users: int = 5000, min_h
     train = TrainingData(list(data.user_ids), list(data.item_ids), histories, data.events)
     return Holdout(train, slices)
 
-
-def sample_users(rows: Sequence[int], size: int, seed: int) -> list[int]:
-    rows = list(rows)
-    return rows if len(rows) <= size else sorted(random.Random(seed).sample(rows, size))

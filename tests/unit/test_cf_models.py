@@ -6,7 +6,7 @@ import pytest
 from scipy.sparse import csr_matrix
 
 from indexer.cf_models import (
-    decayed_weights, fit_als, fit_cooccurrence_neighbours, fit_ease, fit_ridge_map, fold_in, interaction_matrix,
+    fit_als, fit_cooccurrence_neighbours, fit_ease, fit_ridge_map, fold_in, interaction_matrix,
     prune_rows,
 )
 
@@ -55,7 +55,9 @@ def test_prune_rows_keeps_the_k_strongest_positive_weights() -> None:
     pruned = prune_rows(b, 2).matrix.toarray()
     assert pruned.tolist() == [[0.0, 0.5, 0.0, 0.0, pytest.approx(0.9)],
                                [pytest.approx(0.3), 0.0, pytest.approx(0.1), 0.0, 0.0]]
-    per_target = prune_rows(b, 2).per_target()
+    # What each target item j stores: its column, {source i: B[i, j]}.
+    columns = prune_rows(b, 2).matrix.tocsc()
+    per_target = [dict(zip(columns[:, j].indices.tolist(), columns[:, j].data.tolist())) for j in range(5)]
     assert set(per_target[4]) == {0} and set(per_target[0]) == {1} and per_target[2] == {1: pytest.approx(0.1)}
 
 
@@ -64,11 +66,6 @@ def test_cooccurrence_neighbours_prefer_items_bought_together() -> None:
     nb = fit_cooccurrence_neighbours(x, k=5).matrix.toarray()
     half = nb.shape[0] // 2
     assert (nb[:half, half:] > 0).sum() == 0 and (nb[:half, :half] > 0).sum() == half * 5
-
-
-def test_decayed_weights_halve_every_half_life() -> None:
-    assert decayed_weights([4.0, 4.0, 1.0], [0, 2, 4], half_life=2.0) == [4.0, 2.0, 0.25]
-    assert decayed_weights([4.0, 1.0], [0, 9], half_life=None) == [4.0, 1.0]
 
 
 def test_fold_in_reproduces_the_users_als_factor() -> None:
