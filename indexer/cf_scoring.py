@@ -17,7 +17,7 @@ from indexer.interactions import MAX_INTERACTIONS
 # The recent item-item retriever stops after this many half-lives (weights below 1/16 of the newest).
 RECENT_CUTOFF_HALF_LIVES = 4
 
-__all__ = ["FusionSetting", "Scorer", "TopLists", "batch_ndcg", "recency_weights"]
+__all__ = ["Candidates", "FusionSetting", "Scorer", "TopLists", "batch_ndcg", "recency_weights"]
 
 Scores = Callable[[Sequence[int]], np.ndarray]
 
@@ -44,16 +44,17 @@ def _minmax(raw: np.ndarray, ok: np.ndarray) -> np.ndarray:
 def batch_ndcg(ranked: np.ndarray, valid: np.ndarray, targets: Sequence[set[int]], k: int = 10) -> np.ndarray:
     """NDCG@k per row of `ranked` (items, best first; entries where `valid` is False are not in the list)."""
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    if all(len(relevant) == 1 for relevant in targets):  # the held-out slices: one item per user
-        single = np.asarray([next(iter(relevant)) for relevant in targets])
-        hits = (ranked[:, :k] == single[:, None]) & valid[:, :k]
-        return (hits * discounts[:hits.shape[1]]).sum(axis=1) / discounts[0]
-    out = np.zeros(len(targets))
-    for row, relevant in enumerate(targets):
-        hits = np.isin(ranked[row, :k], list(relevant)) & valid[row, :k]
-        ideal = discounts[:min(len(relevant), k)].sum()
-        out[row] = (discounts[:hits.size][hits]).sum() / ideal if ideal else 0.0
-    return out
+    ranked, valid = ranked[:, :k], valid[:, :k]
+    # Membership of (row, item) pairs, all rows at once: each pair as one integer key.
+    span = int(max(ranked.max(initial=0), max((max(t, default=0) for t in targets), default=0))) + 1
+    sizes = np.asarray([len(t) for t in targets], dtype=np.int64)
+    wanted = np.fromiter((row * span + item for row, relevant in enumerate(targets) for item in relevant if item >= 0),
+                         dtype=np.int64)
+    keys = np.arange(len(targets), dtype=np.int64)[:, None] * span + ranked
+    hits = np.isin(keys, wanted) & valid & (ranked >= 0)
+    ideal = np.concatenate([[0.0], np.cumsum(discounts)])[np.minimum(sizes, k)]
+    gains = (hits * discounts[:hits.shape[1]]).sum(axis=1)
+    return np.divide(gains, ideal, out=np.zeros(len(targets)), where=ideal > 0)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,44 @@ class FusionSetting:
 
     def as_dict(self) -> dict[str, float]:
         return {**{f"w_{name}": float(w) for name, w in self.weights.items()}, "popularity_weight": self.popularity}
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Per user (rows), the items any retriever returned (-1 pads), each retriever's normalised value and
+    hit flag on them, and the items' log popularity."""
+
+    rows: list[int]
+    items: np.ndarray
+    values: Mapping[str, np.ndarray]
+    hits: Mapping[str, np.ndarray]
+    log_popularity: np.ndarray
+
+    def ndcg(self, setting: FusionSetting, targets: Mapping[int, set[int]], k: int = 10) -> float:
+        """Mean NDCG@k of the list the engine's linear fusion makes (indexer.fusion) with this setting:
+        the weighted sum of the active retrievers' min-max values, plus the popularity prior scaled by
+        the most popular of the request's own hits."""
+        active = [name for name in self.values if setting.weights.get(name, 0.0) > 0]
+        if not active or not self.rows:
+            return 0.0
+        fused = np.zeros(self.items.shape)
+        touched = np.zeros(self.items.shape, dtype=bool)
+        for name in active:
+            fused += setting.weights[name] * self.values[name]
+            touched |= self.hits[name]
+        if setting.popularity > 0:
+            log_pop = np.where(touched, self.log_popularity, 0.0)
+            top_pop = log_pop.max(axis=1, keepdims=True)
+            fused += setting.popularity * np.divide(log_pop, top_pop, out=np.zeros_like(log_pop), where=top_pop > 0)
+        fused = np.where(touched, fused, -np.inf)
+        k = min(k, fused.shape[1])
+        best = np.argpartition(-fused, k - 1, axis=1)[:, :k] if k < fused.shape[1] else \
+            np.tile(np.arange(fused.shape[1]), (fused.shape[0], 1))
+        order = np.argsort(-np.take_along_axis(fused, best, axis=1), axis=1, kind="stable")
+        best = np.take_along_axis(best, order, axis=1)
+        ranked = np.take_along_axis(self.items, best, axis=1)
+        hit_ok = np.take_along_axis(touched, best, axis=1)
+        return float(batch_ndcg(ranked, hit_ok, [targets[row] for row in self.rows], k).mean())
 
 
 class Scorer:
@@ -170,38 +209,38 @@ class Scorer:
             valid[start:start + len(part)] = ok
         return TopLists(list(rows), indices, values, valid)
 
+    def candidates(self, lists: Mapping[str, TopLists]) -> Candidates:
+        """The union of the retrievers' hits per user, with each retriever's normalised value on it: all
+        that fusion reads, laid out once so that many settings can be scored over the same lists."""
+        names = list(lists)
+        first = lists[names[0]]
+        n_users, depth = first.indices.shape
+        joined = np.concatenate([lists[name].indices for name in names], axis=1)
+        order = np.argsort(joined, axis=1, kind="stable")
+        ordered = np.take_along_axis(joined, order, axis=1)
+        new_item = np.ones_like(ordered, dtype=bool)
+        new_item[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+        slot_of_ordered = np.cumsum(new_item, axis=1) - 1
+        slots = np.empty_like(slot_of_ordered)
+        np.put_along_axis(slots, order, slot_of_ordered, axis=1)
+        width = int(slot_of_ordered[:, -1].max()) + 1 if joined.size else 0
+        items = np.full((n_users, width), -1, dtype=np.int64)
+        users = np.arange(n_users)[:, None]
+        items[users, slots] = joined
+        values, hits = {}, {}
+        for position, name in enumerate(names):
+            # A list never holds one item twice, so its entries land in distinct slots.
+            part = slots[:, position * depth:(position + 1) * depth]
+            values[name] = np.zeros((n_users, width))
+            values[name][users, part] = lists[name].values
+            hits[name] = np.zeros((n_users, width), dtype=bool)
+            hits[name][users, part] = lists[name].valid
+        return Candidates(list(first.rows), items, values, hits, self.log_popularity[np.maximum(items, 0)])
+
     def evaluate(self, lists: Mapping[str, TopLists], setting: FusionSetting, targets: Mapping[int, set[int]],
-                 k: int = 10, chunk: int = 256) -> float:
+                 k: int = 10) -> float:
         """Mean NDCG@k of the fused list over the users in `targets` (the rows of the lists)."""
-        active = {name: top for name, top in lists.items() if setting.weights.get(name, 0.0) > 0}
-        if not active:
-            return 0.0
-        rows = next(iter(active.values())).rows
-        total = 0.0
-        for start in range(0, len(rows), chunk):
-            part = rows[start:start + chunk]
-            fused = np.zeros((len(part), self.n_items))
-            touched = np.zeros((len(part), self.n_items), dtype=bool)
-            for name, top in active.items():
-                idx = top.indices[start:start + len(part)]
-                ok = top.valid[start:start + len(part)]
-                np.put_along_axis(fused, idx, np.take_along_axis(fused, idx, axis=1)
-                                  + setting.weights[name] * top.values[start:start + len(part)], axis=1)
-                np.put_along_axis(touched, idx, np.take_along_axis(touched, idx, axis=1) | ok, axis=1)
-            if setting.popularity > 0:
-                # The engine scales the prior by the most popular of the request's own hits.
-                log_pop = np.where(touched, self.log_popularity[None, :], 0.0)
-                top_pop = log_pop.max(axis=1, keepdims=True)
-                fused += setting.popularity * np.divide(log_pop, top_pop, out=np.zeros_like(log_pop),
-                                                        where=top_pop > 0)
-            fused = np.where(touched, fused, -np.inf)
-            k = min(k, self.n_items - 1)
-            best = np.argpartition(-fused, k, axis=1)[:, :k]
-            order = np.argsort(-np.take_along_axis(fused, best, axis=1), axis=1, kind="stable")
-            best = np.take_along_axis(best, order, axis=1)
-            hit_ok = np.take_along_axis(touched, best, axis=1)
-            total += float(batch_ndcg(best, hit_ok, [targets[row] for row in part], k).sum())
-        return total / len(rows)
+        return self.candidates(lists).ndcg(setting, targets, k)
 
     def popularity_ndcg(self, targets: Mapping[int, set[int]], k: int = 10) -> float:
         if not targets:

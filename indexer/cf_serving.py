@@ -42,6 +42,8 @@ class ServingModel:
         params = self.info.get("params", {})
         self.half_life = float(params.get("recent_half_life", 10.0))
         self.gamma = float(params.get("item_gamma", 0.0))
+        # Models trained before the tilt had its own half-life used the recent list's.
+        self.item_half_life = float(params.get("item_half_life", self.half_life))
         self.regularization = float(params.get("als_regularization", 1.0))
         self.alpha = float(params.get("als_alpha", 1.0))
 
@@ -64,13 +66,14 @@ class ServingModel:
 
     def history_weights(self, history: Sequence[Interaction], recent: bool = False) -> list[tuple[str, float]]:
         """(item id, weight) for an item-item query, newest first, known items only: the long-term retriever
-        weighs every kept history item by (1 - gamma) + gamma * 0.5 ** (age / half_life), the recent one
-        halves every `half_life` events back and stops where the weights stop mattering."""
+        weighs every kept history item by (1 - gamma) + gamma * 0.5 ** (age / item_half_life), the recent
+        one halves every `half_life` events back and stops where the weights stop mattering."""
         newest = [entry for entry in history[:MAX_QUERY_HISTORY] if entry.item_id in self.row]
         if recent:
             newest = newest[:int(RECENT_CUTOFF_HALF_LIVES * self.half_life)]
-        gamma = 1.0 if recent else self.gamma
-        weights = recency_weights(len(newest), gamma, self.half_life)[::-1]
+            weights = recency_weights(len(newest), 1.0, self.half_life)[::-1]
+        else:
+            weights = recency_weights(len(newest), self.gamma, self.item_half_life)[::-1]
         return [(entry.item_id, float(weight)) for entry, weight in zip(newest, weights)]
 
     def user_factor(self, history: Sequence[Interaction]) -> np.ndarray | None:

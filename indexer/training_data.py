@@ -13,7 +13,10 @@ from elasticsearch import Elasticsearch
 from indexer.events import scan_events
 from indexer.interactions import fold
 
-__all__ = ["Holdout", "TrainingData", "histories_from_events", "read_histories", "split_holdout"]
+# RecBole's default test share: the random slice holds out a tenth of each held-out user's items.
+RANDOM_SHARE = 0.1
+
+__all__ = ["RANDOM_SHARE", "Holdout", "TrainingData", "histories_from_events", "read_histories", "split_holdout"]
 
 
 @dataclass
@@ -79,10 +82,13 @@ def read_histories(es: Elasticsearch, settings: object) -> TrainingData:
     return histories_from_events(scan_events(es, settings))  # type: ignore[arg-type]
 
 
-def split_holdout(data: TrainingData, *, seed: int, max_users: int = 5000, min_history: int = 3) -> Holdout:
-    """Two held-out slices, each at most one item per user, users with at least `min_history` items:
-    'next', the user's newest item (what a recommender is asked in production), and 'random', one other
-    item drawn at random (a missing interest rather than the next one). Both are removed from training."""
+def split_holdout(data: TrainingData, *, seed: int, max_users: int = 5000, min_history: int = 3,
+                  random_share: float = RANDOM_SHARE) -> Holdout:
+    """Two held-out slices over the users with at least `min_history` items: 'next', the user's newest
+    item (what a recommender is asked in production), and 'random', a `random_share` of the other items
+    (at least one) drawn at random: interests missing from the history rather than the next one. Several
+    items per user keep that slice's mean steady enough to compare settings a percent apart. Both are
+    removed from training."""
     rng = random.Random(seed)
     eligible = [row for row, history in enumerate(data.histories) if len(history) >= min_history]
     if len(eligible) > max_users:
@@ -95,10 +101,12 @@ def split_holdout(data: TrainingData, *, seed: int, max_users: int = 5000, min_h
             histories.append(list(history))
             continue
         newest = len(history) - 1
-        other = rng.randrange(newest)
+        # Never all of the older items: the user must keep a history to be scored from.
+        count = min(newest - 1, max(1, int(round(random_share * newest))))
+        others = set(rng.sample(range(newest), count))
         slices["next"][row] = {history[newest][0]}
-        slices["random"][row] = {history[other][0]}
-        histories.append([entry for position, entry in enumerate(history) if position not in (newest, other)])
+        slices["random"][row] = {history[position][0] for position in others}
+        histories.append([entry for position, entry in enumerate(history)
+                          if position != newest and position not in others])
     train = TrainingData(list(data.user_ids), list(data.item_ids), histories, data.events)
     return Holdout(train, slices)
-

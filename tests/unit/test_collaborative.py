@@ -42,20 +42,39 @@ def test_fold_gives_what_record_gives_event_by_event() -> None:
     assert interactions.decode(interactions.encode(one_by_one)) == one_by_one
 
 
-def test_holdout_takes_the_newest_and_one_random_item_of_users_with_enough_history() -> None:
+def test_holdout_takes_the_newest_and_a_share_of_the_other_items_of_users_with_enough_history() -> None:
     events = [{"user_id": f"u{u}", "item_id": f"i{n}", "weight": 1.0, "ts": float(n)}
-              for u in range(4) for n in range(u + 2)]
+              for u in range(4) for n in (range(u + 2) if u < 3 else range(41))]
     data = histories_from_events(events)
-    holdout = split_holdout(data, seed=1, min_history=3)
+    holdout = split_holdout(data, seed=1, min_history=3, random_share=0.1)
     eligible = [row for row, h in enumerate(data.histories) if len(h) >= 3]
     assert sorted(holdout.slices["next"]) == eligible == sorted(holdout.slices["random"])
     for row in eligible:
         newest = data.histories[row][-1][0]
         assert holdout.slices["next"][row] == {newest}
-        assert holdout.slices["random"][row] != {newest}
+        assert newest not in holdout.slices["random"][row]
+        # One item at least, a tenth of the older ones for a long history (40 older items: 4).
+        older = len(data.histories[row]) - 1
+        assert len(holdout.slices["random"][row]) == max(1, round(0.1 * older))
         kept = {item for item, _, _ in holdout.train.histories[row]}
         assert not kept & (holdout.slices["next"][row] | holdout.slices["random"][row])
-        assert len(kept) == len(data.histories[row]) - 2
+        assert len(kept) == len(data.histories[row]) - 1 - len(holdout.slices["random"][row]) > 0
+
+
+def test_pick_bounds_the_random_slice_and_takes_the_best_next_item_setting_within_the_bound() -> None:
+    from indexer.training import Trial, pick
+
+    def trial(name: str, nxt: float, rnd: float, floor_next: float = 0.0) -> Trial:
+        return Trial({"name": name}, {"next": nxt, "random": rnd}, {"next": floor_next, "random": 0.0})
+
+    trials = [trial("flat", 0.060, 0.250), trial("tilted", 0.065, 0.246), trial("steep", 0.080, 0.220),
+              trial("below-its-item-list", 0.070, 0.249, floor_next=0.075)]
+    # steep loses 12% on the random slice; the last one loses to its own item-item list on next.
+    assert trials[pick(trials, 0.02)].setting["name"] == "tilted"
+    assert trials[pick(trials, 0.0)].setting["name"] == "flat"
+    assert trials[pick(trials, 1.0)].setting["name"] == "steep"
+    # Nothing passes its item-item floor: the bound alone decides.
+    assert pick([trial("a", 0.05, 0.2, 0.9), trial("b", 0.06, 0.199, 0.9)], 0.02) == 1
 
 
 def test_parameters_left_out_take_the_models_values_and_explicit_ones_win() -> None:
