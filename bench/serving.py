@@ -1,12 +1,26 @@
 """Serving benchmark: API latency (p50/p95/p99) and req/s from this (second) process over loopback at a
-few concurrencies, beside the raw Elasticsearch msearch for the same hybrid request at the same concurrency in the same run;
-plus freshness (event accepted -> next response reflects it). Prints JSON.
+few concurrencies, beside the raw Elasticsearch msearch for the same request at the same concurrency in
+the same run; plus freshness (event accepted -> next response reflects it). Prints JSON.
 
 The catalog is synthetic at scale: random titles from a small vocabulary and random normalised
 384-d vectors (the encoder is not the subject here). Users get profiles through the real event path.
 The recommendation cache is disabled (HYBRIDREC_RECO_CACHE_TTL=0) so every request does the work.
+
+Without --cf (content path only, no model): the default request and one with query text.
+With --cf (issue 11, collaborative retrievers): synthetic events with clustered tastes (bench/synthetic.py)
+go into the events index through indexer.events.record_events; a model is trained and promoted through
+indexer.training.train / indexer.promotion.promote (retriever weights pinned above 0, so the default
+request runs every retriever: content kNN, item-item `term` queries (long-term and recent), latent kNN
+with request-time fold-in; the rest of the grid as trained); the benchmark users' own events are applied to their profiles as the API
+does (ProfileStore.apply). Request kinds, each through the API and as the raw msearch the engine builds
+for it (Recommender.recommend run in process with indexer.search.msearch recorded, then replayed):
+`default` (no parameters) and `content` (w_item=w_recent=w_cf=0); raw only: `item_item` and `cf_knn`
+(the default's searches of that retriever alone). In process: fold-in (ServingModel.user_factor) over
+the users' histories in microseconds (default BLAS threads and one), and the engine's own time per
+request outside Elasticsearch; --blas-ab repeats the API requests with OPENBLAS_NUM_THREADS=1.
 Usage: .venv/bin/python bench/serving.py [--items 10000 100000] [--seconds 8] [--concurrency 1 4 8]
-Needs the embedded node and Redis (scripts/stack.sh start es redis).
+       [--cf [--cf-events 200000] [--cf-holdout-users 500] [--profile DIR] [--blas-ab]] [--out FILE]
+Needs the embedded node and Redis (scripts/stack.sh start es redis). Prefix hrbench-serve, Redis DBs 9, 10.
 """
 from __future__ import annotations
 
@@ -15,11 +29,13 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
-import threading
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 import numpy as np
 import urllib3
@@ -33,63 +49,21 @@ os.environ.update(ENV)
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 PORT = 8099
-WORDS = ("space rocket garden kitchen pasta football river mountain jazz guitar winter summer robot ocean "
-         "forest castle dragon detective comedy thriller romance history science travel").split()
-CATEGORIES = ["books", "films", "music", "games", "sports"]
+CLUSTERS = 50
+TARGET = {"items": 100_000, "concurrency": 1, "p99_ms": 25.0}
+Searches = list[tuple[str, dict[str, Any]]]
+# The default request (no parameters) and the same request with the collaborative retrievers switched off.
+KINDS: dict[str, dict[str, Any]] = {"default": {}, "content": {"w_item": 0, "w_recent": 0, "w_cf": 0}}
+
+from bench.load import ms, percentile, run_load, start_api, timed_calls  # noqa: E402
+from bench.synthetic import WORDS, drop_indices, generate, item_id, load_catalog, write_events  # noqa: E402
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+def url_for(users: list[str], query: str) -> Callable[[random.Random], str]:
+    return lambda rng: f"http://127.0.0.1:{PORT}/v1/users/{rng.choice(users)}/recommendations{query}"
 
 
-def summary(latencies: list[float], seconds: float) -> dict[str, float]:
-    return {"requests": len(latencies), "req_per_s": round(len(latencies) / seconds, 1),
-            "p50_ms": round(percentile(latencies, 50), 2), "p95_ms": round(percentile(latencies, 95), 2),
-            "p99_ms": round(percentile(latencies, 99), 2)}
-
-
-def run_threads(loop, concurrency: int) -> float:  # type: ignore[no-untyped-def]
-    """Run loop(seed) on `concurrency` threads until each returns; returns the wall time in seconds."""
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(concurrency)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - started
-
-
-def load_catalog(es, settings, n: int) -> None:  # type: ignore[no-untyped-def]
-    from elasticsearch import helpers
-
-    from indexer import lifecycle
-
-    names = list(es.indices.get(index=f"{PREFIX}-*", ignore_unavailable=True, allow_no_indices=True).body)
-    if names:
-        es.indices.delete(index=names)
-    index = lifecycle.ensure_indices(es, settings)["items"]
-    rng = np.random.default_rng(1)
-
-    def docs():  # type: ignore[no-untyped-def]
-        for start in range(0, n, 1000):
-            vectors = rng.normal(size=(min(1000, n - start), 384)).astype(np.float32)
-            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-            for offset, vector in enumerate(vectors):
-                i = start + offset
-                words = [WORDS[(i * 7 + j * 13) % len(WORDS)] for j in range(4)]
-                yield {"_index": index, "_id": f"s{i}", "_source": {
-                    "id": f"s{i}", "title": " ".join(words), "description": f"item {i} about {words[0]}",
-                    "category": CATEGORIES[i % len(CATEGORIES)], "tags": words[:2], "price": float(i % 200),
-                    "in_stock": i % 10 != 0, "popularity": float(i % 1000), "embedding": vector.tolist(),
-                    "embedding_model": "synthetic", "text_hash": "synthetic"}}
-
-    helpers.bulk(es.options(request_timeout=300), docs(), chunk_size=500)
-    es.indices.refresh(index=index)
-    es.options(request_timeout=900).indices.forcemerge(index=index, max_num_segments=1)
-
-
-def make_users(es, settings, users: int, n_items: int) -> None:  # type: ignore[no-untyped-def]
+def make_users(es: Any, settings: Any, users: int, n_items: int) -> None:
     from indexer import lifecycle, search
     from indexer.clients import make_redis
     from indexer.profile_store import AppliedEvent, ProfileStore
@@ -102,44 +76,19 @@ def make_users(es, settings, users: int, n_items: int) -> None:  # type: ignore[
     for u in range(users):
         ids = [f"s{rng.randrange(n_items)}" for _ in range(5)]
         vectors = search.item_vectors(es, lifecycle.alias_name(settings, "items"), ids)
-        for k, item_id in enumerate(ids):
-            store.apply(f"u{u}", vectors[item_id], AppliedEvent(item_id, 2.0, now - 60 * k, None))
+        for k, iid in enumerate(ids):
+            store.apply(f"u{u}", vectors[iid], AppliedEvent(iid, 2.0, now - 60 * k, None))
 
 
-def run_load(url_for, seconds: float, concurrency: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    http = urllib3.PoolManager(maxsize=concurrency * 2, timeout=urllib3.Timeout(total=10))
-    latencies: list[float] = []
-    errors = 0
-    lock = threading.Lock()
-    deadline = time.perf_counter() + seconds
-
-    def loop(seed: int) -> None:
-        nonlocal errors
-        rng = random.Random(seed)
-        while time.perf_counter() < deadline:
-            began = time.perf_counter()
-            response = http.request("GET", url_for(rng))
-            elapsed = (time.perf_counter() - began) * 1000
-            with lock:
-                if response.status == 200:
-                    latencies.append(elapsed)
-                else:
-                    errors += 1
-
-    result = summary(latencies, run_threads(loop, concurrency))
-    result["errors"] = errors
-    return result
-
-
-def raw_es(es, settings, users: int, with_q: bool, seconds: float, concurrency: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def raw_es(es: Any, settings: Any, users: int, with_q: bool, seconds: float, concurrency: int) -> dict[str, float]:
     """The same msearch the API sends (same profile vector, seen filter, query text and vector), issued
     directly from this process at the same concurrency; inputs are prepared before the clock starts."""
-    from indexer.read_params import ReadParams
     from indexer import lifecycle, search
     from indexer.clients import make_redis
     from indexer.encoder import get_encoder
     from indexer.profile import query_vector
     from indexer.profile_store import ProfileStore
+    from indexer.read_params import ReadParams
 
     store = ProfileStore(make_redis(settings), settings)
     encoder = get_encoder(settings)
@@ -149,22 +98,28 @@ def raw_es(es, settings, users: int, with_q: bool, seconds: float, concurrency: 
     for _ in range(300):
         profile, seen = store.load_with_seen(f"u{rng.randrange(users)}")
         q = " ".join(rng.sample(WORDS, 2)) if with_q else None
+        assert profile is not None
         prepared.append((ReadParams(k=10).filters(tuple(seen)), query_vector(profile), q,
                          encoder.encode([q])[0] if q else None))
-    latencies: list[float] = []
-    lock = threading.Lock()
-    deadline = time.perf_counter() + seconds
+    def call(rng: random.Random) -> bool:
+        filters, user_vec, q, q_vec = rng.choice(prepared)
+        search.retrieve(es, index, filters=filters, size=10, text=q, user_vector=user_vec, query_vector=q_vec)
+        return True
 
-    def loop(seed: int) -> None:
-        local = random.Random(seed)
-        while time.perf_counter() < deadline:
-            filters, user_vec, q, q_vec = local.choice(prepared)
-            began = time.perf_counter()
-            search.retrieve(es, index, filters=filters, size=10, text=q, user_vector=user_vec, query_vector=q_vec)
-            with lock:
-                latencies.append((time.perf_counter() - began) * 1000)
+    return timed_calls(call, seconds, concurrency)
 
-    return summary(latencies, run_threads(loop, concurrency))
+
+def raw_msearch(es: Any, index: str, prepared: list[Searches], seconds: float,
+                concurrency: int) -> dict[str, float]:
+    """Replay msearch bodies the engine built (engine_requests) through indexer.search.msearch, the call the
+    engine makes, at the same concurrency; one body per request, drawn at random."""
+    from indexer import search
+
+    def call(rng: random.Random) -> bool:
+        search.msearch(es, index, rng.choice(prepared))
+        return True
+
+    return timed_calls(call, seconds, concurrency)
 
 
 def freshness(trials: int = 200) -> dict[str, float]:
@@ -174,7 +129,8 @@ def freshness(trials: int = 200) -> dict[str, float]:
     lags = []
     for t in range(trials):
         body = json.dumps({"user_id": "fresh-user", "item_id": f"s{t}", "type": "click"})
-        response = http.request("POST", f"{base}/v1/events", body=body, headers={"Content-Type": "application/json"})
+        response = http.request("POST", f"{base}/v1/events", body=body,
+                                headers={"Content-Type": "application/json"})
         version = json.loads(response.data)["profile_versions"]["fresh-user"]
         accepted = time.perf_counter()
         while True:
@@ -185,6 +141,193 @@ def freshness(trials: int = 200) -> dict[str, float]:
     return {"trials": trials, "p50_ms": round(percentile(lags, 50), 2), "p99_ms": round(percentile(lags, 99), 2)}
 
 
+# -- collaborative retrievers (--cf) ------------------------------------------------------------------------
+def cf_setup(es: Any, settings: Any, n_items: int, n_events: int, n_users: int,
+             holdout_users: int) -> tuple[list[str], dict[str, Any]]:
+    """Events -> events index, train + promote through the real code, then the benchmark users' own events
+    applied to their profiles as the API applies them. Returns the users and what was done."""
+    from bench.synthetic import EVENT_TYPES
+    from indexer import lifecycle, promotion, search
+    from indexer.clients import make_redis
+    from indexer.profile import EVENT_WEIGHTS
+    from indexer.profile_store import AppliedEvent, ProfileStore
+    from indexer.training import TrainOptions, train
+
+    events = generate(n_events, n_items, clusters=CLUSTERS)
+    info: dict[str, Any] = {"synthetic": events.summary(), "write_events": write_events(es, settings, events)}
+    # The retriever weights pinned above 0, so the default request runs every retriever (a weight changes
+    # which retrievers run, not what one costs); the rest of the grid as trained; fewer held-out users.
+    options = replace(TrainOptions(), recent_weights=(0.25,), cf_weights=(0.5,), user_weights=(0.25,),
+                      holdout_users=holdout_users)
+    began = time.perf_counter()
+    result = train(es, settings, options, promote=lambda v: promotion.promote(es, settings, v))
+    info["train"] = {"state": result.state, "reason": result.reason, "seconds_with_promotion":
+                     round(time.perf_counter() - began, 1),
+                     **{k: result.info.get(k) for k in ("items", "users", "neighbour_weights", "train_s", "params",
+                                                        "metrics", "promotion")}}
+    if result.state != "serving":
+        raise SystemExit(f"model not promoted: {result.state} ({result.reason})")
+    began = time.perf_counter()
+    index = lifecycle.alias_name(settings, "items")
+    es.options(request_timeout=900).indices.forcemerge(index=index, max_num_segments=1)
+    info["forcemerge_after_promotion_s"] = round(time.perf_counter() - began, 1)
+    redis = make_redis(settings)
+    redis.flushdb()
+    store = ProfileStore(redis, settings)
+    counts = events.per_user()
+    rng = np.random.default_rng(3)
+    chosen = rng.choice(np.flatnonzero(counts >= 3), size=min(n_users, int((counts >= 3).sum())), replace=False)
+    lengths = []
+    for user in chosen.tolist():
+        rows = events.of_user(user)
+        ids = [item_id(int(i)) for i in events.items[rows]]
+        vectors = search.item_vectors(es, index, ids)
+        for iid, kind, ts in zip(ids, events.types[rows].tolist(), events.ts[rows].tolist(), strict=True):
+            event = AppliedEvent(iid, EVENT_WEIGHTS[EVENT_TYPES[kind]], ts, f"u{user}-{int(ts // 86400)}")
+            history = store.apply(f"u{user}", vectors.get(iid), event).interactions
+        lengths.append(len(history))
+    info["bench_users"] = {"users": len(chosen), "history_p50": float(np.median(lengths)),
+                           "history_max": max(lengths)}
+    return [f"u{u}" for u in chosen.tolist()], info
+
+
+def engine_requests(es: Any, settings: Any, users: list[str], kinds: dict[str, dict[str, Any]],
+                    profile_dir: Path | None, n_items: int) -> tuple[dict[str, list[Searches]], dict[str, Any]]:
+    """Recommender.recommend in this process for every user and kind, with indexer.search.msearch wrapped:
+    the searches it is handed are the engine's own msearch body (indexer.queries via Recommender._searches).
+    A second pass times the engine per request, with and without its msearch, and the fold-in alone."""
+    from unittest import mock
+
+    from threadpoolctl import threadpool_limits
+
+    from indexer import search
+    from indexer.clients import make_redis
+    from indexer.encoder import get_encoder
+    from indexer.read_params import ReadParams
+    from indexer.recommender import Recommender
+
+    recommender = Recommender(settings, es, make_redis(settings), lambda: get_encoder(settings))
+    original = search.msearch
+    seen: list[tuple[Searches, float]] = []
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            seen.append((list(args[2]), time.perf_counter() - began))
+
+    bodies: dict[str, list[Searches]] = {}
+    timing: dict[str, Any] = {}
+    with mock.patch.object(search, "msearch", recording):
+        for kind, raw in kinds.items():
+            params = ReadParams.model_validate(raw)
+            bodies[kind] = []
+            for user in users:
+                seen.clear()
+                recommender.recommend(user, params)
+                if seen:
+                    bodies[kind].append(seen[0][0])
+            total, outside = [], []
+            for user in users:
+                seen.clear()
+                began = time.perf_counter()
+                recommender.recommend(user, params)
+                elapsed = time.perf_counter() - began
+                total.append(elapsed * 1000)
+                outside.append((elapsed - sum(t for _, t in seen)) * 1000)
+            timing[kind] = {**ms(total, "engine"), **ms(outside, "outside_es"),
+                            "retrievers": sorted({name for name, _ in bodies[kind][0]}) if bodies[kind] else []}
+        if profile_dir is not None:
+            from pyinstrument import Profiler
+
+            profiler = Profiler(interval=0.0005)
+            with profiler:
+                for user in users:
+                    recommender.recommend(user, ReadParams.model_validate(kinds["default"]))
+            profile_dir.mkdir(parents=True, exist_ok=True)
+            (profile_dir / f"engine-default-{n_items}.txt").write_text(profiler.output_text(show_all=False))
+    model = recommender.models.serving()
+    assert model is not None
+    histories = [profile.interactions for profile in map(recommender.store.load, users) if profile]
+    for label, blas_threads in (("fold_in_us", None), ("fold_in_one_blas_thread_us", 1)):
+        fold, weights = [], []
+        with threadpool_limits(blas_threads):
+            for _ in range(5):
+                for history in histories:
+                    began = time.perf_counter_ns()
+                    model.user_factor(history)
+                    fold.append((time.perf_counter_ns() - began) / 1000)
+                    began = time.perf_counter_ns()
+                    model.history_weights(history), model.history_weights(history, recent=True)
+                    weights.append((time.perf_counter_ns() - began) / 1000)
+        timing[label] = {"calls": len(fold), **ms(fold, "", 1)}
+    timing["history_weights_us"] = ms(weights, "", 1)
+    timing["item_item_terms"] = {"p50": percentile([len(h) for h in histories], 50),
+                                 "max": max(len(h) for h in histories)}
+    return bodies, timing
+
+
+def cf_runs(es: Any, settings: Any, n_items: int, users: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """API and raw msearch for each kind at each concurrency, the raw retriever subsets, the in-process costs."""
+    from indexer import lifecycle
+
+    kinds = KINDS
+    bodies, engine = engine_requests(es, settings, users, kinds, args.profile, n_items)
+    subsets = {"item_item": ("item_item", "item_recent"), "cf_knn": ("cf_knn",)}
+    for name, keep in subsets.items():
+        bodies[name] = [[s for s in searches if s[0] in keep] for searches in bodies["default"]]
+    index = lifecycle.alias_name(settings, "items")
+    runs = []
+    urls = {kind: url_for(users, ("?" + urlencode(params)) if params else "") for kind, params in kinds.items()}
+    for url in urls.values():
+        run_load(url, 2.0, 2)  # warm-up: both API workers load the model
+    for c in args.concurrency:
+        point: dict[str, Any] = {"items": n_items, "concurrency": c}
+        for kind in kinds:
+            raw = raw_msearch(es, index, bodies[kind], args.seconds, c)
+            api = run_load(urls[kind], args.seconds, c)
+            point[kind] = {"api": api, "raw_es": raw,
+                           "ratio_api_p50_over_raw_p50": round(api["p50_ms"] / raw["p50_ms"], 3),
+                           "ratio_api_p99_over_raw_p99": round(api["p99_ms"] / raw["p99_ms"], 3)}
+        for name in subsets:
+            point[f"raw_{name}_only"] = raw_msearch(es, index, bodies[name], args.seconds, c)
+        point["cf_added_ms"] = {f"{side}_{p}": round(point["default"][side][f"{p}_ms"]
+                                                     - point["content"][side][f"{p}_ms"], 2)
+                                for side in ("api", "raw_es") for p in ("p50", "p99")}
+        print(f"items={n_items} c={c} {json.dumps(point)}", file=sys.stderr)
+        runs.append(point)
+    return {"points": runs, "in_process": engine}
+
+
+def api_points(users: list[str], kinds: dict[str, dict[str, Any]],
+               args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The API alone for each kind at each concurrency (after a warm-up of each)."""
+    urls = {kind: url_for(users, ("?" + urlencode(params)) if params else "") for kind, params in kinds.items()}
+    for url in urls.values():
+        run_load(url, 2.0, 2)
+    return [{"concurrency": c, **{kind: run_load(url, args.seconds, c) for kind, url in urls.items()}}
+            for c in args.concurrency]
+
+
+def content_runs(es: Any, settings: Any, n_items: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    runs = []
+    for with_q in (False, True):
+        def url(rng: random.Random, with_q: bool = with_q) -> str:
+            q = "&q=" + "+".join(rng.sample(WORDS, 2)) if with_q else ""
+            return f"http://127.0.0.1:{PORT}/v1/users/u{rng.randrange(args.users)}/recommendations?k=10{q}"
+
+        run_load(url, 2.0, 2)  # warm-up: model load, query-vector cache, ES caches
+        for c in args.concurrency:
+            raw = raw_es(es, settings, args.users, with_q, args.seconds, c)
+            api_stats = run_load(url, args.seconds, c)
+            print(f"items={n_items} q={with_q} c={c} api={api_stats} raw={raw}", file=sys.stderr)
+            runs.append({"items": n_items, "with_q": with_q, "concurrency": c, "api": api_stats, "raw_es": raw,
+                         "ratio_api_p50_over_raw_es_p50": round(api_stats["p50_ms"] / raw["p50_ms"], 3),
+                         "ratio_api_p99_over_raw_es_p99": round(api_stats["p99_ms"] / raw["p99_ms"], 3)})
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, nargs="+", default=[10_000, 100_000])
@@ -192,52 +335,66 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument("--cf", action="store_true", help="train and promote a model; measure the CF retrievers")
+    parser.add_argument("--cf-events", type=int, default=200_000, help="synthetic events written before training")
+    parser.add_argument("--cf-holdout-users", type=int, default=500)
+    parser.add_argument("--profile", type=Path, help="with --cf: write a pyinstrument profile of the engine here")
+    parser.add_argument("--blas-ab", action="store_true",
+                        help="with --cf: the API requests again, OPENBLAS_NUM_THREADS=1 in the API's environment")
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+
+    from redis import Redis
 
     from indexer.clients import make_es
     from indexer.settings import get_settings
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on a plain kill
     settings = get_settings()
     es = make_es(settings, timeout=30)
-    report = {"benchmark": "serving", "note": "synthetic catalog, random vectors; cache disabled", "runs": []}
-    for n_items in args.items:
-        load_catalog(es, settings, n_items)
-        make_users(es, settings, args.users, n_items)
-        log = open(REPO / ".hybridrec" / "bench-api.log", "ab")
-        api = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{PORT}", "--workers",
-                                str(args.api_workers), "--threads", "4", "api:create_app()"],
-                               cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            http = urllib3.PoolManager()
-            for _ in range(120):
-                try:
-                    if http.request("GET", f"http://127.0.0.1:{PORT}/ready", timeout=2).status == 200:
-                        break
-                except urllib3.exceptions.HTTPError:
-                    pass
-                time.sleep(0.5)
-            for with_q in (False, True):
-                def url_for(rng: random.Random) -> str:
-                    q = "&q=" + "+".join(rng.sample(WORDS, 2)) if with_q else ""
-                    return f"http://127.0.0.1:{PORT}/v1/users/u{rng.randrange(args.users)}/recommendations?k=10{q}"
-
-                run_load(url_for, 2.0, 2)  # warm-up: model load, query-vector cache, ES caches
-                for c in args.concurrency:
-                    raw = raw_es(es, settings, args.users, with_q, args.seconds, c)
-                    api_stats = run_load(url_for, args.seconds, c)
-                    print(f"items={n_items} q={with_q} c={c} api={api_stats} raw={raw}", file=sys.stderr)
-                    report["runs"].append({
-                        "items": n_items, "with_q": with_q, "concurrency": c, "api": api_stats, "raw_es": raw,
-                        "ratio_api_p50_over_raw_es_p50": round(api_stats["p50_ms"] / raw["p50_ms"], 3),
-                        "ratio_api_p99_over_raw_es_p99": round(api_stats["p99_ms"] / raw["p99_ms"], 3)})
-            report.setdefault("freshness", {})[str(n_items)] = freshness()
-        finally:
-            os.killpg(api.pid, signal.SIGTERM)
-            api.wait(timeout=60)
-    names = list(es.indices.get(index=f"{PREFIX}-*").body)
-    if names:
-        es.indices.delete(index=names)
-    print(json.dumps(report, indent=2))
+    report: dict[str, Any] = {"benchmark": "serving", "cf": args.cf, "runs": [], "setup": {},
+                              "note": "synthetic catalog, random vectors; cache disabled"}
+    try:
+        for n_items in args.items:
+            began = time.perf_counter()
+            load_catalog(es, settings, n_items, clusters=CLUSTERS if args.cf else None, forcemerge=not args.cf)
+            setup: dict[str, Any] = {"catalog_s": round(time.perf_counter() - began, 1)}
+            if args.cf:
+                users, cf_info = cf_setup(es, settings, n_items, args.cf_events, args.users, args.cf_holdout_users)
+                setup.update(cf_info)
+            else:
+                make_users(es, settings, args.users, n_items)
+            report["setup"][str(n_items)] = setup
+            api = start_api(REPO, PORT, args.api_workers, REPO / ".hybridrec" / "bench-api.log")
+            try:
+                if args.cf:
+                    report["runs"].append({"items": n_items, **cf_runs(es, settings, n_items, users, args)})
+                    if args.blas_ab:
+                        os.killpg(api.pid, signal.SIGTERM)
+                        api.wait(timeout=60)
+                        api = start_api(REPO, PORT, args.api_workers, REPO / ".hybridrec" / "bench-api.log",
+                                        env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
+                        report["runs"][-1]["api_one_blas_thread"] = api_points(users, KINDS, args)
+                else:
+                    report["runs"].extend(content_runs(es, settings, n_items, args))
+                report.setdefault("freshness", {})[str(n_items)] = freshness()
+            finally:
+                os.killpg(api.pid, signal.SIGTERM)
+                api.wait(timeout=60)
+    finally:
+        drop_indices(es, PREFIX)
+        for url in (settings.redis_url, settings.broker_url):  # this benchmark's own DBs (10, 9)
+            Redis.from_url(url).flushdb()
+    if args.cf:
+        for run in report["runs"]:
+            for point in run["points"]:
+                if point["items"] == TARGET["items"] and point["concurrency"] == TARGET["concurrency"]:
+                    p99 = point["default"]["api"]["p99_ms"]
+                    report["target"] = {**TARGET, "api_default_p99_ms": p99, "met": p99 <= TARGET["p99_ms"]}
+    text = json.dumps(report, indent=2)
+    if args.out:
+        args.out.write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from indexer.interactions import MAX_INTERACTIONS
 # The recent item-item retriever stops after this many half-lives (weights below 1/16 of the newest).
 RECENT_CUTOFF_HALF_LIVES = 4
 
-__all__ = ["Candidates", "FusionSetting", "Scorer", "TopLists", "batch_ndcg", "recency_weights"]
+__all__ = ["Candidates", "FusionSetting", "Scorer", "TopLists", "batch_ndcg", "coverage", "recency_weights",
+           "score_lists"]
 
 Scores = Callable[[Sequence[int]], np.ndarray]
 
@@ -89,13 +90,13 @@ class Candidates:
     hits: Mapping[str, np.ndarray]
     log_popularity: np.ndarray
 
-    def ndcg(self, setting: FusionSetting, targets: Mapping[int, set[int]], k: int = 10) -> float:
-        """Mean NDCG@k of the list the engine's linear fusion makes (indexer.fusion) with this setting:
-        the weighted sum of the active retrievers' min-max values, plus the popularity prior scaled by
-        the most popular of the request's own hits."""
+    def rank(self, setting: FusionSetting, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The top k of the list the engine's linear fusion makes (indexer.fusion) with this setting, per
+        row: (item indices, False where the list is shorter). The weighted sum of the active retrievers'
+        min-max values, plus the popularity prior scaled by the most popular of the request's own hits."""
         active = [name for name in self.values if setting.weights.get(name, 0.0) > 0]
         if not active or not self.rows:
-            return 0.0
+            return np.full((len(self.rows), 0), -1, dtype=np.int64), np.zeros((len(self.rows), 0), dtype=bool)
         fused = np.zeros(self.items.shape)
         touched = np.zeros(self.items.shape, dtype=bool)
         for name in active:
@@ -111,9 +112,25 @@ class Candidates:
             np.tile(np.arange(fused.shape[1]), (fused.shape[0], 1))
         order = np.argsort(-np.take_along_axis(fused, best, axis=1), axis=1, kind="stable")
         best = np.take_along_axis(best, order, axis=1)
-        ranked = np.take_along_axis(self.items, best, axis=1)
-        hit_ok = np.take_along_axis(touched, best, axis=1)
-        return float(batch_ndcg(ranked, hit_ok, [targets[row] for row in self.rows], k).mean())
+        return np.take_along_axis(self.items, best, axis=1), np.take_along_axis(touched, best, axis=1)
+
+    def ndcg(self, setting: FusionSetting, targets: Mapping[int, set[int]], k: int = 10) -> float:
+        """Mean NDCG@k of the fused list over the rows that have targets."""
+        return score_lists(self.rows, *self.rank(setting, k), targets, k)
+
+
+def score_lists(rows: Sequence[int], ranked: np.ndarray, ok: np.ndarray, targets: Mapping[int, set[int]],
+                k: int = 10) -> float:
+    """Mean NDCG@k over the rows (users) that have targets, of lists ranked for `rows`."""
+    keep = [position for position, row in enumerate(rows) if row in targets]
+    if not keep or ranked.shape[1] == 0:
+        return 0.0
+    return float(batch_ndcg(ranked[keep], ok[keep], [targets[rows[p]] for p in keep], k).mean())
+
+
+def coverage(ranked: np.ndarray, ok: np.ndarray, n_items: int) -> float:
+    """Share of the catalog that appears in at least one of the lists."""
+    return float(np.unique(ranked[ok]).size / n_items) if n_items else 0.0
 
 
 class Scorer:

@@ -23,7 +23,7 @@ from scipy.sparse import csr_matrix
 from indexer import model_registry as registry
 from indexer.cf_models import EASE_MAX_ITEMS, fit_als, fit_cooccurrence_neighbours, fit_ease, fit_ridge_map, \
     interaction_matrix, prune_columns
-from indexer.cf_scoring import FusionSetting, Scorer, TopLists
+from indexer.cf_scoring import FusionSetting, Scorer, TopLists, coverage, score_lists
 from indexer.lifecycle import alias_name
 from indexer.mappings import index_definition
 from indexer.profile import query_vector
@@ -130,6 +130,7 @@ class Trial:
     setting: dict[str, Any]
     scores: dict[str, float]
     floor: dict[str, float]
+    coverage: float = 0.0  # share of the catalog in the held-out users' top 10s
 
 
 def pick(trials: Sequence[Trial], tolerance: float = RANDOM_SLICE_TOLERANCE) -> int:
@@ -158,48 +159,48 @@ def pick(trials: Sequence[Trial], tolerance: float = RANDOM_SLICE_TOLERANCE) -> 
 def score_grid(holdout: Holdout, popularity: np.ndarray, options: TrainOptions, factors: int,
                content: dict[str, np.ndarray], half_life_s: float,
                progress: Progress | None = None) -> tuple[list[Trial], dict[str, float]]:
-    """Every setting of the grid scored on the held-out slices, and popularity's NDCG@10 per slice."""
+    """Every setting of the grid scored on the held-out slices, and popularity's NDCG@10 per slice. The
+    slices hold out items of the same users, so each retriever's lists are computed once for all of them."""
     train = holdout.train
     n_items = len(train.item_ids)
     x = interaction_matrix([[(i, 1.0) for i, _, _ in h] for h in train.histories], n_items)
     scorer = Scorer(train.histories, n_items, popularity)
     baseline = {name: scorer.popularity_ndcg(targets) for name, targets in holdout.slices.items()}
-    rows = {name: sorted(targets) for name, targets in holdout.slices.items()}
+    rows = sorted({row for targets in holdout.slices.values() for row in targets})
     # Binary confidence (every interaction 1): event-type weights did not help ALS on validation.
     item_factors = fit_als(x, factors, options.als_regularization, options.als_alpha,
                            options.als_iterations, options.seed)
-    latent = scorer.latent(item_factors, options.als_regularization, options.als_alpha)
-    fixed: dict[str, dict[str, TopLists]] = {name: {"cf": scorer.top_lists(latent, r)} for name, r in rows.items()}
+    fixed: dict[str, TopLists] = {
+        "cf": scorer.top_lists(scorer.latent(item_factors, options.als_regularization, options.als_alpha), rows)}
     dims = len(next(iter(content.values()))) if content else 0
     if dims and any(options.user_weights):
         item_vectors = np.stack([content.get(item, np.zeros(dims, dtype=np.float32)) for item in train.item_ids])
-        everyone = sorted({row for r in rows.values() for row in r})
-        users = scorer.content(item_vectors, content_vectors(train, everyone, content, half_life_s))
-        for name, r in rows.items():
-            fixed[name]["user"] = scorer.top_lists(users, r)
-    user_weights = options.user_weights if "user" in fixed[next(iter(fixed))] else (0.0,)
+        fixed["user"] = scorer.top_lists(scorer.content(item_vectors, content_vectors(train, rows, content,
+                                                                                       half_life_s)), rows)
+    user_weights = options.user_weights if "user" in fixed else (0.0,)
     lambdas = options.lambdas if n_items <= 3000 else options.lambdas[:1]
     trials: list[Trial] = []
     for step, lam in enumerate(lambdas):
         positive, negative = _neighbour_model(x, lam, options.neighbours)
-        items = {gamma: {name: scorer.item_item_lists(positive, negative, gamma, options.item_half_life, r)
-                         for name, r in rows.items()} for gamma in options.item_gammas}
+        items = {gamma: scorer.item_item_lists(positive, negative, gamma, options.item_half_life, rows)
+                 for gamma in options.item_gammas}
         for half_life in options.recent_half_lives:
-            recent = {name: scorer.item_item_lists(positive, negative, 1.0, half_life, r) for name, r in rows.items()}
+            recent = scorer.item_item_lists(positive, negative, 1.0, half_life, rows)
             for gamma in options.item_gammas:
-                candidates = {name: scorer.candidates({**fixed[name], "recent": recent[name], "item": items[gamma][name]})
-                              for name in rows}
-                floor = {name: candidates[name].ndcg(FusionSetting({"item": 1.0}), holdout.slices[name])
-                         for name in rows}
+                candidates = scorer.candidates({**fixed, "recent": recent, "item": items[gamma]})
+                alone = candidates.rank(FusionSetting({"item": 1.0}))
+                floor = {name: score_lists(rows, *alone, targets) for name, targets in holdout.slices.items()}
                 for w_recent, w_cf, w_user, pop in product(options.recent_weights, options.cf_weights, user_weights,
                                                            options.popularity_weights):
                     setting = FusionSetting({"item": 1.0, "recent": w_recent, "cf": w_cf, "user": w_user}, pop)
-                    scores = {name: candidates[name].ndcg(setting, holdout.slices[name]) for name in rows}
+                    ranked = candidates.rank(setting)
+                    scores = {name: score_lists(rows, *ranked, targets) for name, targets in holdout.slices.items()}
                     trials.append(Trial({"ease_lambda": lam, "recent_half_life": half_life, "item_gamma": gamma,
                                          "item_half_life": options.item_half_life, "fusion": "linear",
                                          "w_item": 1.0, "w_recent": w_recent, "w_cf": w_cf, "w_user": w_user,
                                          "popularity_weight": pop, "als_regularization": options.als_regularization,
-                                         "als_alpha": options.als_alpha}, scores, floor))
+                                         "als_alpha": options.als_alpha}, scores, floor,
+                                        coverage(*ranked, n_items)))
         if progress:
             progress("choosing settings", 0.2 + 0.6 * (step + 1) / len(lambdas))
     return trials, baseline
@@ -216,6 +217,7 @@ def choose(holdout: Holdout, popularity: np.ndarray, options: TrainOptions, fact
     metrics.update({f"popularity_ndcg@10_{name}": round(value, 5) for name, value in baseline.items()})
     metrics["objective"] = round(float(np.mean([value / baseline[n] if baseline[n] > 0 else value
                                                 for n, value in chosen.scores.items()])), 5)
+    metrics["coverage@10"] = round(chosen.coverage, 4)
     metrics["settings_tried"] = len(trials)
     return chosen.setting, metrics
 
