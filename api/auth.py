@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from typing import Any
 
 from flask import Flask, g, request
 from flask_limiter import Limiter
@@ -65,9 +66,12 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
     def identity() -> str:
         return f"key:{g.get('api_key_name')}" if g.get("api_key_name") else f"addr:{request.remote_addr}"
 
+    # Flask-Limiter declares str | int values; its Redis storage hands them to redis-py, which takes float seconds.
+    storage_options: dict[str, Any] = {"socket_timeout": settings.redis_timeout,
+                                       "socket_connect_timeout": settings.redis_timeout}
     return Limiter(
         identity, app=app, default_limits=[settings.rate_limit], storage_uri=settings.redis_url,
-        storage_options={"socket_timeout": settings.redis_timeout, "socket_connect_timeout": settings.redis_timeout},
+        storage_options=storage_options,
         strategy="fixed-window", headers_enabled=True, key_prefix=f"{settings.index_prefix}:ratelimit",
         # Redis down must not take the API down with it: limits are skipped, requests still served.
         swallow_errors=True, default_limits_exempt_when=lambda: request.endpoint in OPEN_ENDPOINTS,

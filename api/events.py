@@ -4,13 +4,13 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from api.errors import problem
-from indexer.recommender import ES_DOWN
 from api.services import services
 from indexer import search
 from indexer.errors import InvalidInput
 from indexer.events import event_document, validate_events
 from indexer.lifecycle import alias_name
 from indexer.profile_store import AppliedEvent, ProfileStore
+from indexer.recommender import ES_DOWN
 from indexer.tasknames import RECORD_EVENTS
 
 bp = Blueprint("events", __name__, url_prefix="/v1")

@@ -85,9 +85,11 @@ def indices() -> Response:
 
 @bp.get("/tasks/<task_id>")
 def task_status(task_id: str) -> Response:
-    result = AsyncResult(task_id, app=services().celery)
+    result: AsyncResult[Any] = AsyncResult(task_id, app=services().celery)
+    # Beside Celery's own states, a task may report PROGRESS (update_state in workers.tasks).
+    state: str = result.state
     info: Any = result.info
     if isinstance(info, BaseException):
         info = {"error": f"{type(info).__name__}: {info}"}
-    return jsonify(id=task_id, state=result.state, result=info if result.ready() else None,
-                   progress=info if result.state == "PROGRESS" else None)
+    return jsonify(id=task_id, state=state, result=info if result.ready() else None,
+                   progress=info if state == "PROGRESS" else None)

@@ -20,7 +20,8 @@ JSON_OBJECT = {"type": "object"}
 
 
 def _problem(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    return {"description": description, "content": {"application/problem+json": problem}}
 
 
 def _ok(description: str, status: str = "200") -> dict[str, Any]:

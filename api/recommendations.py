@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -47,7 +47,7 @@ def _served(endpoint: str, body: dict[str, Any], params: ReadParams) -> Response
     one Redis push here, the index write happens in the workers."""
     svc = services()
     body["request_id"] = g.request_id
-    doc = log_document(g.request_id, endpoint, body, params.k, datetime.now(timezone.utc).isoformat())
+    doc = log_document(g.request_id, endpoint, body, params.k, datetime.now(UTC).isoformat())
     try:
         svc.redis.rpush(queue_key(svc.settings), json.dumps(doc))
     except RedisError as exc:  # the list matters more than its log line: serve it, say what was lost

@@ -53,4 +53,5 @@ def build_services(settings: Settings) -> Services:
 
 
 def services() -> Services:
-    return current_app.extensions["hybridrec"]  # type: ignore[no-any-return]
+    built: Services = current_app.extensions["hybridrec"]  # by create_app
+    return built

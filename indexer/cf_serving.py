@@ -71,7 +71,7 @@ class ServingModel:
             newest = newest[:int(RECENT_CUTOFF_HALF_LIVES * self.half_life)]
         gamma = 1.0 if recent else self.gamma
         weights = recency_weights(len(newest), gamma, self.half_life)[::-1]
-        return [(entry.item_id, float(weight)) for entry, weight in zip(newest, weights)]
+        return [(entry.item_id, float(weight)) for entry, weight in zip(newest, weights, strict=True)]
 
     def user_factor(self, history: Sequence[Interaction]) -> np.ndarray | None:
         """The user's latent factor, folded in from the history against the model's item factors."""
@@ -108,7 +108,8 @@ class ServingModel:
         if column is None:
             return None
         start, end = self.incoming.indptr[column], self.incoming.indptr[column + 1]
-        incoming = dict(zip(self.incoming.indices[start:end].tolist(), self.incoming.data[start:end].tolist()))
+        incoming = dict(zip(self.incoming.indices[start:end].tolist(), self.incoming.data[start:end].tolist(),
+                            strict=True))
         best: tuple[float, str] | None = None
         for source, weight in history:
             row = self.row.get(source)
@@ -121,7 +122,8 @@ class ServingModel:
         content_map = self.artifacts.content_map
         if embedding is None or content_map.size == 0 or len(embedding) != content_map.shape[0]:
             return None
-        return np.asarray(embedding, dtype=np.float32) @ content_map
+        factors: np.ndarray = np.asarray(embedding, dtype=np.float32) @ content_map
+        return factors
 
 
 class ModelCache:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +13,12 @@ MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "mappings"
 INDEX_KINDS = ("items", "events", "users", "reco_logs", "models")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read(kind: str) -> dict[str, Any]:
     path = MAPPINGS_DIR / f"{kind}.json"  # kinds use '_', index and alias names '-'  (reco_logs -> reco-logs)
     with path.open(encoding="utf-8") as fh:
-        return json.load(fh)  # type: ignore[no-any-return]
+        definition: dict[str, Any] = json.load(fh)
+    return definition
 
 
 def index_definition(kind: str, settings: Settings) -> dict[str, Any]:

@@ -10,7 +10,9 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from redis import Redis
 from redis.exceptions import WatchError
+from redis.typing import EncodableT, FieldT
 
+from indexer.clients import reply_hash, reply_scored, reply_text, reply_texts
 from indexer.interactions import Interaction, record
 from indexer.profile import Profile, apply_event, from_bytes, rebuild, to_bytes
 from indexer.settings import Settings
@@ -19,6 +21,11 @@ from indexer.settings import Settings
 # decays every older event relative to newer ones without ever rewriting the whole set.
 TRENDING_EPOCH = 1_735_689_600.0  # 2025-01-01T00:00:00Z
 HISTORY_LEN = 50
+
+
+def _fields(profile: Profile) -> Mapping[FieldT, EncodableT]:
+    """The profile's hash fields, typed as redis-py's HSET wants them."""
+    return dict(to_bytes(profile).items())
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,7 @@ class ProfileStore:
 
     def load(self, user_id: str) -> Profile | None:
         raw = self.redis.hgetall(self._key("profile", user_id))
-        return from_bytes(raw) if raw else None
+        return from_bytes(reply_hash(raw)) if raw else None
 
     def load_with_seen(self, user_id: str, now: float | None = None) -> tuple[Profile | None, list[str]]:
         """Profile and seen items in one Redis round trip (the read path's first step)."""
@@ -62,7 +69,7 @@ class ProfileStore:
             pipe.hgetall(self._key("profile", user_id))
             pipe.zrevrangebyscore(self._key("seen", user_id), "+inf", now - self.seen_window_s)
             raw, seen = pipe.execute()
-        return (from_bytes(raw) if raw else None), [s.decode() for s in seen]
+        return (from_bytes(reply_hash(raw)) if raw else None), reply_texts(seen)
 
     def version(self, user_id: str) -> int:
         raw = self.redis.hget(self._key("profile", user_id), "version")
@@ -79,7 +86,7 @@ class ProfileStore:
                 try:
                     pipe.watch(key)
                     raw = pipe.hgetall(key)
-                    profile = from_bytes(raw) if raw else Profile()
+                    profile = from_bytes(reply_hash(raw)) if raw else Profile()
                     if vector is not None:
                         updated = apply_event(profile, vector, weight=event.weight, ts=event.ts,
                                               session_id=event.session_id, half_life_s=self.half_life_s)
@@ -88,7 +95,7 @@ class ProfileStore:
                     updated = replace(updated, interactions=record(profile.interactions, event.item_id,
                                                                    event.weight, event.ts))
                     pipe.multi()
-                    pipe.hset(key, mapping=to_bytes(updated))
+                    pipe.hset(key, mapping=_fields(updated))
                     self._side_effects(pipe, user_id, event)
                     pipe.execute()
                     return updated
@@ -96,7 +103,7 @@ class ProfileStore:
                     continue
         raise RuntimeError(f"profile {user_id}: too much contention, event not applied")
 
-    def _side_effects(self, pipe: "Redis", user_id: str, event: AppliedEvent) -> None:
+    def _side_effects(self, pipe: Redis, user_id: str, event: AppliedEvent) -> None:
         seen = self._key("seen", user_id)
         pipe.zadd(seen, {event.item_id: event.ts}, gt=True)  # GT still adds new members; it keeps the newest ts
         pipe.zremrangebyscore(seen, "-inf", time.time() - self.seen_window_s)
@@ -138,24 +145,24 @@ class ProfileStore:
         """Items the user acted on within the seen window (newest first)."""
         now = now or time.time()
         raw = self.redis.zrevrangebyscore(self._key("seen", user_id), "+inf", now - self.seen_window_s)
-        return [r.decode() for r in raw]
+        return reply_texts(raw)
 
     def history(self, user_id: str) -> list[str]:
         """Items of the user's recent positive events, newest first, without repeats."""
         raw = self.redis.lrange(self._key("history", user_id), 0, HISTORY_LEN - 1)
-        return list(dict.fromkeys(r.decode() for r in raw))
+        return list(dict.fromkeys(reply_texts(raw)))
 
     def trending(self, size: int, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
         excluded = set(exclude)
         raw = self.redis.zrevrange(f"{self.prefix}:trending", 0, size + len(excluded) - 1, withscores=True)
-        return [(m.decode(), float(s)) for m, s in raw if m.decode() not in excluded][:size]
+        return [(member, score) for member, score in reply_scored(raw) if member not in excluded][:size]
 
     def replace(self, user_id: str, profile: Profile, events: Sequence[AppliedEvent]) -> None:
         """Overwrite one user's state with a rebuilt profile (used when rebuilding from the events index)."""
         with self.redis.pipeline(transaction=True) as pipe:
             for kind in ("profile", "seen", "history"):
                 pipe.delete(self._key(kind, user_id))
-            pipe.hset(self._key("profile", user_id), mapping=to_bytes(profile))
+            pipe.hset(self._key("profile", user_id), mapping=_fields(profile))
             for event in sorted(events, key=lambda e: e.ts):
                 self._side_effects(pipe, user_id, event)
             pipe.execute()
@@ -164,7 +171,7 @@ class ProfileStore:
         """Every user with a profile (SCAN: never blocks Redis)."""
         head = len(f"{self.prefix}:profile:")
         for key in self.redis.scan_iter(match=f"{self.prefix}:profile:*", count=1000):
-            yield key.decode()[head:]
+            yield reply_text(key)[head:]
 
     def clear_trending(self) -> None:
         self.redis.delete(f"{self.prefix}:trending")

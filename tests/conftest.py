@@ -28,7 +28,7 @@ WORKER_METRICS_PORT = 9809
 
 
 @pytest.fixture(scope="session")
-def settings():  # type: ignore[no-untyped-def]
+def settings():
     from indexer.settings import get_settings
 
     return get_settings()
@@ -45,7 +45,7 @@ def run_stack(env: dict[str, str], *args: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def drop_test_indices(client, pattern: str = f"{PREFIX}-*") -> None:  # type: ignore[no-untyped-def]
+def drop_test_indices(client, pattern: str = f"{PREFIX}-*") -> None:
     """Delete every index of this run (wildcard deletes are refused by default, so name them)."""
     names = list(client.indices.get(index=pattern, ignore_unavailable=True, allow_no_indices=True).body)
     if names:
@@ -53,7 +53,7 @@ def drop_test_indices(client, pattern: str = f"{PREFIX}-*") -> None:  # type: ig
 
 
 @pytest.fixture(scope="session")
-def es(settings):  # type: ignore[no-untyped-def]
+def es(settings):
     from indexer.clients import make_es
 
     client = make_es(settings, timeout=30)
@@ -64,9 +64,10 @@ def es(settings):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def redis_client(settings):  # type: ignore[no-untyped-def]
-    from indexer.clients import make_redis
+def redis_client(settings):
     from redis import Redis
+
+    from indexer.clients import make_redis
 
     client = make_redis(settings)
     client.flushdb()
@@ -76,7 +77,7 @@ def redis_client(settings):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture()
-def fresh(es, redis_client, settings):  # type: ignore[no-untyped-def]
+def fresh(es, redis_client, settings):
     """Empty indices (v1 behind each alias) and empty Redis for one test."""
     from indexer.lifecycle import ensure_indices
 
@@ -133,7 +134,7 @@ class WorkerProcess:
 
 
 @pytest.fixture(scope="session")
-def worker(es, redis_client, tmp_path_factory):  # type: ignore[no-untyped-def]
+def worker(es, redis_client, tmp_path_factory):
     folder = tmp_path_factory.mktemp("worker")
     (folder / "prometheus").mkdir()
     process = WorkerProcess(folder / "worker.log", env={"HYBRIDREC_WORKER_METRICS_PORT": str(WORKER_METRICS_PORT),
@@ -144,12 +145,12 @@ def worker(es, redis_client, tmp_path_factory):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture()
-def app(settings, es, redis_client):  # type: ignore[no-untyped-def]
+def app(settings, es, redis_client):
     from api import create_app
 
     return create_app({"TESTING": True}, settings=settings)
 
 
 @pytest.fixture()
-def client(app):  # type: ignore[no-untyped-def]
+def client(app):
     return app.test_client()

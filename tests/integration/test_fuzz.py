@@ -8,7 +8,8 @@ from collections import Counter
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings as hypothesis_settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from tests.conftest import PREFIX
 
@@ -18,7 +19,7 @@ EXAMPLES = int(os.environ.get("HYBRIDREC_FUZZ_EXAMPLES", "15"))
 SEEN: Counter[int] = Counter()
 
 
-def _app():  # type: ignore[no-untyped-def]
+def _app():
     from api import create_app
     from indexer.clients import make_es
     from indexer.lifecycle import ensure_indices
@@ -38,10 +39,11 @@ schema = schemathesis.openapi.from_wsgi("/openapi.json", APP)
 @schema.parametrize()
 @hypothesis_settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
                      suppress_health_check=list(HealthCheck))
-def test_no_server_errors(case):  # type: ignore[no-untyped-def]
+def test_no_server_errors(case):
     response = case.call()
     SEEN[response.status_code] += 1
-    assert response.status_code < 500, f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}"
+    assert response.status_code < 500, \
+        f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}"
     if response.status_code >= 400:
         content_type = (response.headers.get("content-type") or [""])[0]
         assert content_type.startswith("application/problem+json"), response.text[:200]
