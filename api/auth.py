@@ -9,6 +9,7 @@ from flask import Flask, g, request
 from flask_limiter import Limiter
 
 from api.errors import Forbidden, Unauthorized
+from indexer import keys as redis_keys  # "keys" here are API keys
 from indexer.settings import Settings, parse_api_keys
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,8 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
                                        "socket_connect_timeout": settings.redis_timeout}
     return Limiter(
         identity, app=app, default_limits=[settings.rate_limit], storage_uri=settings.redis_url,
-        storage_options=storage_options,
-        strategy="fixed-window", headers_enabled=True, key_prefix=f"{settings.index_prefix}:ratelimit",
+        storage_options=storage_options, strategy="fixed-window", headers_enabled=True,
+        key_prefix=redis_keys.key(settings.index_prefix, redis_keys.RATE_LIMIT),
         # Redis down must not take the API down with it: limits are skipped, requests still served.
         swallow_errors=True, default_limits_exempt_when=lambda: request.endpoint in OPEN_ENDPOINTS,
     )

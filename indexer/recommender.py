@@ -17,7 +17,7 @@ from elasticsearch import ApiError, ConnectionTimeout, Elasticsearch
 from elasticsearch import ConnectionError as ESConnectionError
 from redis import Redis
 
-from indexer import queries, search
+from indexer import keys, queries, search
 from indexer.cf_serving import ModelCache, ServingModel
 from indexer.clients import reply_bytes
 from indexer.diversity import mmr
@@ -70,7 +70,8 @@ class Recommender:
     # -- query embedding, cached in Redis (shared by every API process) --------------------------------
     def embed_query(self, text: str) -> np.ndarray:
         encoder = self.encoder()
-        key = f"{self.settings.index_prefix}:qvec:{encoder.model_id}:{hashlib.sha256(text.encode()).hexdigest()}"
+        key = keys.key(self.settings.index_prefix, keys.QUERY_VECTOR, encoder.model_id,
+                       hashlib.sha256(text.encode()).hexdigest())
         raw = self.redis.get(key)
         if raw:
             return np.frombuffer(reply_bytes(raw), dtype=np.float32)

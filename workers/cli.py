@@ -14,7 +14,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from indexer import lifecycle
+from indexer import keys, lifecycle
 from indexer.bulk import batches
 from indexer.clients import make_es
 from indexer.settings import SettingsError, get_settings
@@ -196,7 +196,7 @@ def cmd_events_replay(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     redis = make_redis(settings)
-    key = f"{settings.index_prefix}:events-dead-letter"
+    key = keys.key(settings.index_prefix, keys.EVENTS_DEAD_LETTER)
     sent = events = 0
     while (raw := redis.lpop(key)) is not None:
         entry = json.loads(reply_bytes(raw))

@@ -14,7 +14,7 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from indexer import catalog, lifecycle, promotion, training
+from indexer import catalog, keys, lifecycle, promotion, training
 from indexer import tasknames as names
 from indexer.cf_serving import ModelCache
 from indexer.clients import make_es, make_redis
@@ -111,7 +111,7 @@ def delete_items(self: Task[Any, Any], ids: list[str], version_ms: int) -> dict[
 def task_lock(task: Task[Any, Any], name: str, what: str) -> Iterator[None]:
     """One task of a kind at a time. The lock names its task: a redelivered task (its worker was killed)
     takes over its own lock and resumes, while a second task is refused with Conflict."""
-    key, owner = f"{get_settings().index_prefix}:{name}", str(task.request.id)
+    key, owner = keys.key(get_settings().index_prefix, name), str(task.request.id)
     if not redis().set(key, owner, nx=True, ex=6 * 3600) and redis().get(key) != owner.encode():
         raise Conflict(f"{what} is already running")
     try:
@@ -125,7 +125,7 @@ def task_lock(task: Task[Any, Any], name: str, what: str) -> Iterator[None]:
 def reindex(self: Task[Any, Any]) -> dict[str, Any]:
     """Build the next items version and swap the alias; progress is in the task state (PROGRESS)."""
     settings = get_settings()
-    with task_lock(self, "reindex-lock", "a reindex"):
+    with task_lock(self, keys.REINDEX_LOCK, "a reindex"):
         def progress(done: int, total: int) -> None:
             self.update_state(state="PROGRESS", meta={"done": done, "total": total})
 
@@ -143,7 +143,7 @@ def train(self: Task[Any, Any], promote: bool = True) -> dict[str, Any]:
     """Train a collaborative model from the events index, gate it, and promote it if it passes.
     Killed at any point, the serving model is untouched (the pointer flips last)."""
     settings = get_settings()
-    with task_lock(self, "model-lock", "a training or model promotion"):
+    with task_lock(self, keys.MODEL_LOCK, "a training or model promotion"):
         progress = _stage_progress(self)
         options = TrainOptions(min_events=settings.train_min_events, promote=promote)
         result = training.train(es(), settings, options, progress,
@@ -165,7 +165,7 @@ def train_if_due(self: Task[Any, Any]) -> dict[str, Any]:
 
 @app.task(name=names.PROMOTE_MODEL, bind=True, **RETRY)
 def promote_model(self: Task[Any, Any], version: int) -> dict[str, Any]:
-    with task_lock(self, "model-lock", "a training or model promotion"):
+    with task_lock(self, keys.MODEL_LOCK, "a training or model promotion"):
         result = promotion.promote(es(), get_settings(), version, _stage_progress(self))
         models().invalidate()
         return result
@@ -173,7 +173,7 @@ def promote_model(self: Task[Any, Any], version: int) -> dict[str, Any]:
 
 @app.task(name=names.ROLLBACK_MODEL, bind=True, **RETRY)
 def rollback_model(self: Task[Any, Any]) -> dict[str, Any]:
-    with task_lock(self, "model-lock", "a training or model promotion"):
+    with task_lock(self, keys.MODEL_LOCK, "a training or model promotion"):
         result = promotion.rollback(es(), get_settings(), _stage_progress(self))
         models().invalidate()
         return result
@@ -197,7 +197,7 @@ class EventsTask(Task[Any, Any]):
 
 def dead_letter(events: list[dict[str, Any]], reason: str) -> None:
     if events:
-        key = f"{get_settings().index_prefix}:events-dead-letter"
+        key = keys.key(get_settings().index_prefix, keys.EVENTS_DEAD_LETTER)
         redis().rpush(key, json.dumps({"reason": reason, "events": events}))
         log.error("record_events: %d events moved to %s: %s", len(events), key, reason)
 

@@ -9,6 +9,7 @@ from functools import partial
 import pytest
 from celery import Celery
 
+from indexer import keys
 from tests.conftest import PREFIX, WorkerProcess, drop_test_indices, run_stack
 
 pytestmark = pytest.mark.integration
@@ -105,7 +106,7 @@ def test_es_outage_degrades_reads_and_loses_no_event(private, redis_client):
     from indexer.profile_store import ProfileStore
 
     store = ProfileStore(redis_client, settings)
-    assert redis_client.llen(f"{settings.index_prefix}:pending-profile") == 0
+    assert redis_client.llen(keys.key(settings.index_prefix, keys.PENDING_PROFILE)) == 0
     versions = sum(store.version(f"user{u}") for u in range(4))
     assert versions == sent - 1  # every deferred profile update was applied
     after = client.get("/v1/users/user1/recommendations?k=5").get_json()
