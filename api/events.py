@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from api.auth import scope
 from api.errors import problem
 from api.services import services
 from indexer import search
@@ -19,6 +20,7 @@ MAX_EVENTS = 1_000
 
 
 @bp.post("/events")
+@scope("write")
 def post_events() -> tuple[Response, int]:
     body = request.get_json(silent=True)
     if body is None:

@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
 
+from api.auth import scope
 from api.services import services
 from indexer.tasknames import ALL_QUEUES
 
@@ -38,12 +39,14 @@ def _record(response: Response) -> Response:
 
 
 @bp.get("/health")
+@scope("open")
 def health() -> Response:
     """The process is up (it does not look at the backends: that is /ready)."""
     return jsonify(status="ok")
 
 
 @bp.get("/ready")
+@scope("open")
 def ready() -> tuple[Response, int]:
     """Ready when Elasticsearch and Redis both answer."""
     svc = services()
@@ -79,6 +82,7 @@ class QueueDepth(Collector):
 
 
 @bp.get("/metrics")
+@scope("open")
 def metrics() -> Response:
     """Prometheus metrics. Under gunicorn (several processes) the stack sets PROMETHEUS_MULTIPROC_DIR and
     every process's samples are aggregated here; otherwise this process's registry is served."""

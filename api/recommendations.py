@@ -9,6 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 from redis.exceptions import RedisError
 
+from api.auth import scope
 from api.params import ReadParams, parse_params
 from api.services import services
 from indexer.errors import InvalidInput
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 
 
 @bp.get("/users/<user_id>/recommendations")
+@scope("read")
 def recommendations(user_id: str) -> Response:
     if "user_id" in request.args:
         raise InvalidInput("user_id comes from the URL path, not the query string")
@@ -27,6 +29,7 @@ def recommendations(user_id: str) -> Response:
 
 
 @bp.get("/search")
+@scope("read")
 def search() -> Response:
     params = parse_params(request.args)
     if not params.q:
@@ -35,6 +38,7 @@ def search() -> Response:
 
 
 @bp.get("/items/<item_id>/similar")
+@scope("read")
 def similar(item_id: str) -> Response:
     params = parse_params(request.args)
     if params.q or params.user_id:

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from indexer.encoder import item_text, text_hash
 
 MAX_ID_CHARS = 256
+# An id is a path segment of the API (/v1/items/<id>): no whitespace, no slash.
+ID_PATTERN = r"^[^\s/]+$"
 MAX_TITLE_CHARS = 1_000
 MAX_TAGS = 100
 
@@ -21,7 +23,7 @@ class Item(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[^\s/]+$")]
+    id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
     title: Annotated[StrictStr, Field(min_length=1, max_length=MAX_TITLE_CHARS)]
     description: StrictStr = ""
     category: Annotated[StrictStr, Field(max_length=256)] | None = None
