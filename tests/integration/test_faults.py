@@ -10,7 +10,7 @@ import pytest
 from celery import Celery
 
 from indexer import keys
-from tests.conftest import PREFIX, WorkerProcess, drop_test_indices, run_stack
+from tests.helpers import PREFIX, WorkerProcess, drop_test_indices, run_stack
 
 pytestmark = pytest.mark.integration
 

@@ -74,7 +74,7 @@ def test_metrics_expose_latency_cache_and_queues(catalog, client):
 def test_worker_serves_task_metrics(fresh, worker):
     import urllib3
 
-    from tests.conftest import WORKER_METRICS_PORT
+    from tests.helpers import WORKER_METRICS_PORT
     from workers.tasks import index_items
 
     index_items.delay([{"id": "w1", "title": "metrics item", "version": 1}]).get(timeout=120)
