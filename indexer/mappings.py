@@ -7,9 +7,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import mappings
 from indexer.settings import Settings
 
-MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "mappings"
+# The mappings package: the source tree's mappings/ or the installed copy (it ships as package data).
+MAPPINGS_DIR = Path(mappings.__file__).resolve().parent
 INDEX_KINDS = ("items", "events", "users", "reco_logs", "models")
 
 
