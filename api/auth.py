@@ -3,24 +3,41 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 from flask import Flask, g, request
 from flask_limiter import Limiter
 
 from api.errors import Forbidden, Unauthorized
+from indexer import keys as redis_keys  # "keys" here are API keys
 from indexer.settings import Settings, parse_api_keys
 
 log = logging.getLogger(__name__)
 
-OPEN_ENDPOINTS = {"health.health", "health.ready", "health.metrics", "openapi.openapi", "static"}
-# Everything not listed needs "read"; unknown endpoints (404s) need nothing.
-SCOPE_BY_ENDPOINT = {
-    "items.put_item": "write", "items.bulk_items": "write", "items.delete_item": "write",
-    "events.post_events": "write",
-    "items.start_reindex": "admin", "items.start_rollback": "admin", "items.indices": "admin",
-    "models.start_training": "admin", "models.list_models": "admin", "models.start_promotion": "admin",
-    "models.start_model_rollback": "admin",
-}
+# What a view needs: "open" (no key, no rate limit: probes and the API document) or an API-key scope.
+Scope = Literal["open", "read", "write", "admin"]
+SCOPE_ATTRIBUTE = "hybridrec_scope"
+# Flask's own endpoints, which no view of ours declares (the static files, where there is a folder).
+FRAMEWORK_OPEN_ENDPOINTS = frozenset({"static"})
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+def scope(required: Scope) -> Callable[[View], View]:
+    """Declare the scope a view needs, on the view itself; a view that declares none is denied."""
+    def declare(view: View) -> View:
+        setattr(view, SCOPE_ATTRIBUTE, required)
+        return view
+    return declare
+
+
+def endpoint_scope(app: Flask, endpoint: str) -> Scope | None:
+    """The scope an endpoint's view declares, or None where it declares none."""
+    if endpoint in FRAMEWORK_OPEN_ENDPOINTS:
+        return "open"
+    declared: Scope | None = getattr(app.view_functions.get(endpoint), SCOPE_ATTRIBUTE, None)
+    return declared
 
 
 def _presented_key() -> str | None:
@@ -49,26 +66,35 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
     def _authenticate() -> None:
         g.api_key_name = None
         endpoint = request.endpoint
-        if not keys or endpoint is None or endpoint in OPEN_ENDPOINTS:
+        if endpoint is None:  # no route matched: the 404 needs no key
             return
-        scope = SCOPE_BY_ENDPOINT.get(endpoint, "read")
+        required = endpoint_scope(app, endpoint)
+        if required is None:
+            # Renaming or adding a view must never open it: a view without a declared scope is refused.
+            raise Forbidden(f"endpoint {endpoint!r} declares no scope")
+        if not keys or required == "open":
+            return
         presented = _presented_key()
         name = _match(presented, keys) if presented else None
         if name is None:
-            if scope == "read" and settings.open_reads:
+            if required == "read" and settings.open_reads:
                 return
             raise Unauthorized("a valid API key is required (X-API-Key header or Authorization: Bearer)")
         g.api_key_name = name
-        if scope not in keys[name][1]:
-            raise Forbidden(f"API key {name!r} lacks the {scope!r} scope this endpoint needs")
+        if required not in keys[name][1]:
+            raise Forbidden(f"API key {name!r} lacks the {required!r} scope this endpoint needs")
 
     def identity() -> str:
         return f"key:{g.get('api_key_name')}" if g.get("api_key_name") else f"addr:{request.remote_addr}"
 
+    # Flask-Limiter declares str | int values; its Redis storage hands them to redis-py, which takes float seconds.
+    storage_options: dict[str, Any] = {"socket_timeout": settings.redis_timeout,
+                                       "socket_connect_timeout": settings.redis_timeout}
     return Limiter(
         identity, app=app, default_limits=[settings.rate_limit], storage_uri=settings.redis_url,
-        storage_options={"socket_timeout": settings.redis_timeout, "socket_connect_timeout": settings.redis_timeout},
-        strategy="fixed-window", headers_enabled=True, key_prefix=f"{settings.index_prefix}:ratelimit",
+        storage_options=storage_options, strategy="fixed-window", headers_enabled=True,
+        key_prefix=redis_keys.key(settings.index_prefix, redis_keys.RATE_LIMIT),
         # Redis down must not take the API down with it: limits are skipped, requests still served.
-        swallow_errors=True, default_limits_exempt_when=lambda: request.endpoint in OPEN_ENDPOINTS,
+        swallow_errors=True, default_limits_exempt_when=lambda: request.endpoint is not None
+        and endpoint_scope(app, request.endpoint) == "open",
     )

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import logging
 
-from elasticsearch import ApiError
+from elasticsearch import ApiError, ConnectionTimeout
 from elasticsearch import ConnectionError as ESConnectionError
-from elasticsearch import ConnectionTimeout
 from flask import Flask, Response, jsonify
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from api.auth import scope
 from api.errors import problem
-from indexer.recommender import ES_DOWN
 from api.services import services
 from indexer import search
 from indexer.errors import InvalidInput
 from indexer.events import event_document, validate_events
 from indexer.lifecycle import alias_name
 from indexer.profile_store import AppliedEvent, ProfileStore
+from indexer.recommender import ES_DOWN
 from indexer.tasknames import RECORD_EVENTS
 
 bp = Blueprint("events", __name__, url_prefix="/v1")
@@ -19,6 +20,7 @@ MAX_EVENTS = 1_000
 
 
 @bp.post("/events")
+@scope("write")
 def post_events() -> tuple[Response, int]:
     body = request.get_json(silent=True)
     if body is None:

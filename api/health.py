@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 
 from flask import Blueprint, Response, g, jsonify, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client import multiprocess
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
 
-from indexer.tasknames import ALL_QUEUES
-
+from api.auth import scope
 from api.services import services
+from indexer.tasknames import ALL_QUEUES
 
 bp = Blueprint("health", __name__)
 
@@ -39,24 +39,26 @@ def _record(response: Response) -> Response:
 
 
 @bp.get("/health")
+@scope("open")
 def health() -> Response:
     """The process is up (it does not look at the backends: that is /ready)."""
     return jsonify(status="ok")
 
 
 @bp.get("/ready")
+@scope("open")
 def ready() -> tuple[Response, int]:
     """Ready when Elasticsearch and Redis both answer."""
     svc = services()
-    checks = {}
+    checks: dict[str, bool | str] = {}
     try:
         checks["elasticsearch"] = bool(svc.es.options(request_timeout=2).ping())
-    except Exception as exc:  # noqa: BLE001 - any failure means not ready; the reason is reported
+    except Exception as exc:  # any failure means not ready; the reason is reported
         checks["elasticsearch"] = False
         checks["elasticsearch_error"] = type(exc).__name__
     try:
         checks["redis"] = bool(svc.redis.ping())
-    except Exception as exc:  # noqa: BLE001 - same: report, do not raise
+    except Exception as exc:  # same: report, do not raise
         checks["redis"] = False
         checks["redis_error"] = type(exc).__name__
     ok = checks["elasticsearch"] is True and checks["redis"] is True
@@ -69,7 +71,7 @@ class QueueDepth(Collector):
     def __init__(self, broker: Redis) -> None:
         self.broker = broker
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily("hybridrec_queue_depth", "messages waiting in a Celery queue", labels=["queue"])
         try:
             for queue in ALL_QUEUES:
@@ -80,6 +82,7 @@ class QueueDepth(Collector):
 
 
 @bp.get("/metrics")
+@scope("open")
 def metrics() -> Response:
     """Prometheus metrics. Under gunicorn (several processes) the stack sets PROMETHEUS_MULTIPROC_DIR and
     every process's samples are aggregated here; otherwise this process's registry is served."""

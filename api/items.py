@@ -7,6 +7,7 @@ from typing import Any
 from celery.result import AsyncResult
 from flask import Blueprint, Response, jsonify, request
 
+from api.auth import scope
 from api.errors import problem
 from api.services import services
 from indexer import lifecycle
@@ -39,6 +40,7 @@ def _enqueue_items(raw: list[Any]) -> tuple[Response, int]:
 
 
 @bp.put("/items/<item_id>")
+@scope("write")
 def put_item(item_id: str) -> tuple[Response, int]:
     body = _json_body()
     if not isinstance(body, dict):
@@ -49,6 +51,7 @@ def put_item(item_id: str) -> tuple[Response, int]:
 
 
 @bp.post("/items/bulk")
+@scope("write")
 def bulk_items() -> tuple[Response, int]:
     body = _json_body()
     raw = body.get("items") if isinstance(body, dict) else body
@@ -60,22 +63,26 @@ def bulk_items() -> tuple[Response, int]:
 
 
 @bp.delete("/items/<item_id>")
+@scope("write")
 def delete_item(item_id: str) -> tuple[Response, int]:
     task_id = services().enqueue(DELETE_ITEMS, [item_id], int(time.time() * 1000))
     return jsonify(accepted=1, task_ids=[task_id]), 202
 
 
 @bp.post("/admin/reindex")
+@scope("admin")
 def start_reindex() -> tuple[Response, int]:
     return jsonify(task_id=services().enqueue(REINDEX)), 202
 
 
 @bp.post("/admin/rollback")
+@scope("admin")
 def start_rollback() -> tuple[Response, int]:
     return jsonify(task_id=services().enqueue(ROLLBACK)), 202
 
 
 @bp.get("/admin/indices")
+@scope("admin")
 def indices() -> Response:
     svc = services()
     versions = lifecycle.list_versions(svc.es, svc.settings)
@@ -84,10 +91,13 @@ def indices() -> Response:
 
 
 @bp.get("/tasks/<task_id>")
+@scope("read")
 def task_status(task_id: str) -> Response:
-    result = AsyncResult(task_id, app=services().celery)
+    result: AsyncResult[Any] = AsyncResult(task_id, app=services().celery)
+    # Beside Celery's own states, a task may report PROGRESS (update_state in workers.tasks).
+    state: str = result.state
     info: Any = result.info
     if isinstance(info, BaseException):
         info = {"error": f"{type(info).__name__}: {info}"}
-    return jsonify(id=task_id, state=result.state, result=info if result.ready() else None,
-                   progress=info if result.state == "PROGRESS" else None)
+    return jsonify(id=task_id, state=state, result=info if result.ready() else None,
+                   progress=info if state == "PROGRESS" else None)

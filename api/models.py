@@ -5,6 +5,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from api.auth import scope
 from api.services import services
 from indexer import model_registry as registry
 from indexer.errors import InvalidInput
@@ -14,6 +15,7 @@ bp = Blueprint("models", __name__, url_prefix="/v1/admin")
 
 
 @bp.post("/train")
+@scope("admin")
 def start_training() -> tuple[Response, int]:
     body: Any = request.get_json(silent=True) if request.data else {}
     if not isinstance(body, dict) or set(body) - {"promote"} or not isinstance(body.get("promote", True), bool):
@@ -22,6 +24,7 @@ def start_training() -> tuple[Response, int]:
 
 
 @bp.get("/models")
+@scope("admin")
 def list_models() -> Response:
     svc = services()
     pointer = registry.read_pointer(svc.es, svc.settings)
@@ -31,10 +34,12 @@ def list_models() -> Response:
 
 
 @bp.post("/models/<int:version>/promote")
+@scope("admin")
 def start_promotion(version: int) -> tuple[Response, int]:
     return jsonify(task_id=services().enqueue(PROMOTE_MODEL, version)), 202
 
 
 @bp.post("/models/rollback")
+@scope("admin")
 def start_model_rollback() -> tuple[Response, int]:
     return jsonify(task_id=services().enqueue(ROLLBACK_MODEL)), 202

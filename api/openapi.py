@@ -7,8 +7,11 @@ from typing import Any
 from apispec import APISpec
 from flask import Blueprint, Response, current_app, jsonify
 
+from api.auth import scope
+from api.events import MAX_EVENTS
+from api.items import MAX_BULK_ITEMS
 from api.params import LIST_PARAMS, ReadParams
-from indexer.documents import Item
+from indexer.documents import ID_PATTERN, MAX_ID_CHARS, Item
 from indexer.events import Event
 
 bp = Blueprint("openapi", __name__)
@@ -20,7 +23,8 @@ JSON_OBJECT = {"type": "object"}
 
 
 def _problem(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    return {"description": description, "content": {"application/problem+json": problem}}
 
 
 def _ok(description: str, status: str = "200") -> dict[str, Any]:
@@ -50,7 +54,7 @@ def _read_parameters(exclude: set[str]) -> list[dict[str, Any]]:
 
 def _path_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True,
-            "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": r"^[^\s/]+$"}}
+            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS, "pattern": ID_PATTERN}}
 
 
 def build_spec() -> dict[str, Any]:
@@ -74,17 +78,17 @@ def build_spec() -> dict[str, Any]:
         "put": {"summary": "Create or replace one item (enqueued)", "requestBody": body(item_ref),
                 "responses": _ok("accepted", "202")},
         "delete": {"summary": "Delete one item (enqueued)", "responses": _ok("accepted", "202")}})
+    items_array = {"type": "array", "items": item_ref, "maxItems": MAX_BULK_ITEMS}
     spec.path("/v1/items/bulk", operations={"post": {
         "summary": "Index a batch of items (enqueued); bad items are reported one by one",
-        "requestBody": body({"oneOf": [{"type": "array", "items": item_ref, "maxItems": 5000},
-                                       {"type": "object", "required": ["items"], "properties": {
-                                           "items": {"type": "array", "items": item_ref, "maxItems": 5000}}}]}),
+        "requestBody": body({"oneOf": [items_array, {"type": "object", "required": ["items"],
+                                                     "properties": {"items": items_array}}]}),
         "responses": _ok("accepted", "202")}})
     spec.path("/v1/events", operations={"post": {
         "summary": "Record events; the user's profile changes at once",
-        "requestBody": body({"oneOf": [event_ref, {"type": "array", "items": event_ref, "maxItems": 1000},
+        "requestBody": body({"oneOf": [event_ref, {"type": "array", "items": event_ref, "maxItems": MAX_EVENTS},
                                        {"type": "object", "required": ["events"], "properties": {
-                                           "events": {"type": "array", "items": event_ref, "maxItems": 1000}}}]}),
+                                           "events": {"type": "array", "items": event_ref, "maxItems": MAX_EVENTS}}}]}),
         "responses": _ok("accepted", "202")}})
     spec.path("/v1/users/{user_id}/recommendations", parameters=[_path_param("user_id")], operations={"get": {
         "summary": "Recommendations for a user (trending on cold start)",
@@ -124,6 +128,7 @@ def build_spec() -> dict[str, Any]:
 
 
 @bp.get("/openapi.json")
+@scope("open")
 def openapi() -> Response:
     cached = current_app.extensions.get("hybridrec_openapi")
     if cached is None:

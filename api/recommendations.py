@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 from redis.exceptions import RedisError
 
+from api.auth import scope
 from api.params import ReadParams, parse_params
 from api.services import services
 from indexer.errors import InvalidInput
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 
 
 @bp.get("/users/<user_id>/recommendations")
+@scope("read")
 def recommendations(user_id: str) -> Response:
     if "user_id" in request.args:
         raise InvalidInput("user_id comes from the URL path, not the query string")
@@ -27,6 +29,7 @@ def recommendations(user_id: str) -> Response:
 
 
 @bp.get("/search")
+@scope("read")
 def search() -> Response:
     params = parse_params(request.args)
     if not params.q:
@@ -35,6 +38,7 @@ def search() -> Response:
 
 
 @bp.get("/items/<item_id>/similar")
+@scope("read")
 def similar(item_id: str) -> Response:
     params = parse_params(request.args)
     if params.q or params.user_id:
@@ -47,7 +51,7 @@ def _served(endpoint: str, body: dict[str, Any], params: ReadParams) -> Response
     one Redis push here, the index write happens in the workers."""
     svc = services()
     body["request_id"] = g.request_id
-    doc = log_document(g.request_id, endpoint, body, params.k, datetime.now(timezone.utc).isoformat())
+    doc = log_document(g.request_id, endpoint, body, params.k, datetime.now(UTC).isoformat())
     try:
         svc.redis.rpush(queue_key(svc.settings), json.dumps(doc))
     except RedisError as exc:  # the list matters more than its log line: serve it, say what was lost

@@ -9,6 +9,7 @@ from elasticsearch import Elasticsearch
 from flask import current_app
 from redis import Redis
 
+from indexer.celery_config import celery_config
 from indexer.clients import make_es, make_redis
 from indexer.encoder import get_encoder
 from indexer.recommender import Recommender
@@ -32,16 +33,10 @@ class Services:
 
 
 def build_services(settings: Settings) -> Services:
-    celery = Celery("hybridrec-api", broker=settings.broker_url, backend=settings.broker_url)
+    celery = Celery("hybridrec-api")
     celery.conf.update(
+        **celery_config(settings),
         broker_connection_timeout=settings.redis_timeout,
-        broker_transport_options={"socket_timeout": settings.redis_timeout,
-                                  "socket_connect_timeout": settings.redis_timeout,
-                                  "visibility_timeout": settings.visibility_timeout},
-        redis_socket_timeout=settings.redis_timeout,
-        redis_socket_connect_timeout=settings.redis_timeout,
-        task_serializer="json",
-        broker_connection_retry_on_startup=True,
         # Publishing must not hang a request when Redis is down.
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
     )
@@ -53,4 +48,5 @@ def build_services(settings: Settings) -> Services:
 
 
 def services() -> Services:
-    return current_app.extensions["hybridrec"]  # type: ignore[no-any-return]
+    built: Services = current_app.extensions["hybridrec"]  # by create_app
+    return built

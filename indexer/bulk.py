@@ -41,7 +41,7 @@ def run_bulk(es: Elasticsearch, actions: Iterable[dict[str, Any]], *, require_al
     """Run actions through streaming_bulk; with require_alias every target must be an alias (a missing
     alias fails the write instead of auto-creating a concrete index under its name)."""
     report = BulkReport()
-    extra = {"require_alias": True} if require_alias else {}
+    extra: dict[str, Any] = {"require_alias": True} if require_alias else {}  # passed on to es.bulk
     for ok, result in streaming_bulk(
         es, actions, chunk_size=CHUNK_SIZE, max_chunk_bytes=CHUNK_BYTES, raise_on_error=False,
         raise_on_exception=True, max_retries=BULK_RETRIES, initial_backoff=0.5, max_backoff=10, **extra,

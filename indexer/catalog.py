@@ -12,8 +12,8 @@ from elasticsearch.helpers import scan
 from indexer import lifecycle
 from indexer.bulk import BulkReport, delete_documents, fetch_existing, index_documents
 from indexer.cf_fields import CF_FIELDS, model_field, slot_fields
-from indexer.documents import Existing, Item, build_documents
 from indexer.cf_serving import ServingModel
+from indexer.documents import Existing, Item, build_documents
 from indexer.encoder import Encoder, item_text, text_hash
 from indexer.errors import IndexVerificationFailed
 from indexer.settings import Settings
@@ -158,7 +158,8 @@ def _verify(es: Elasticsearch, source: str, target: str, attempts: int = 5) -> N
                        source_includes=["embedding"])["hits"]["hits"]
     vector = sample[0]["_source"].get("embedding") if sample else None
     if not vector:
-        raise IndexVerificationFailed(f"sample document {sample[0]['_id'] if sample else '?'} in {target} has no vector")
+        sample_id = sample[0]["_id"] if sample else "?"
+        raise IndexVerificationFailed(f"sample document {sample_id} in {target} has no vector")
     knn = es.search(index=target, knn={"field": "embedding", "query_vector": vector, "k": 5, "num_candidates": 50},
                     size=5, source=False)["hits"]["hits"]
     if sample[0]["_id"] not in [h["_id"] for h in knn]:

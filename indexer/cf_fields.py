@@ -2,7 +2,7 @@
 next model is written into: field names and their values for one item; no IO."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np

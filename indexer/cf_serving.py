@@ -74,7 +74,7 @@ class ServingModel:
             weights = recency_weights(len(newest), 1.0, self.half_life)[::-1]
         else:
             weights = recency_weights(len(newest), self.gamma, self.item_half_life)[::-1]
-        return [(entry.item_id, float(weight)) for entry, weight in zip(newest, weights)]
+        return [(entry.item_id, float(weight)) for entry, weight in zip(newest, weights, strict=True)]
 
     def user_factor(self, history: Sequence[Interaction]) -> np.ndarray | None:
         """The user's latent factor, folded in from the history against the model's item factors."""
@@ -111,7 +111,8 @@ class ServingModel:
         if column is None:
             return None
         start, end = self.incoming.indptr[column], self.incoming.indptr[column + 1]
-        incoming = dict(zip(self.incoming.indices[start:end].tolist(), self.incoming.data[start:end].tolist()))
+        incoming = dict(zip(self.incoming.indices[start:end].tolist(), self.incoming.data[start:end].tolist(),
+                            strict=True))
         best: tuple[float, str] | None = None
         for source, weight in history:
             row = self.row.get(source)
@@ -124,7 +125,8 @@ class ServingModel:
         content_map = self.artifacts.content_map
         if embedding is None or content_map.size == 0 or len(embedding) != content_map.shape[0]:
             return None
-        return np.asarray(embedding, dtype=np.float32) @ content_map
+        factors: np.ndarray = np.asarray(embedding, dtype=np.float32) @ content_map
+        return factors
 
 
 class ModelCache:

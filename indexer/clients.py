@@ -1,6 +1,9 @@
 """Builds the Elasticsearch and Redis clients from the settings; every call they make has a timeout."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from elasticsearch import Elasticsearch
 from redis import Redis
 
@@ -13,7 +16,7 @@ def make_es(settings: Settings, *, timeout: float | None = None) -> Elasticsearc
     The client does not retry: bulk 429s are retried by the bulk helper and transient
     failures of a task by Celery, so retries never stack on several layers.
     """
-    kwargs: dict[str, object] = {
+    kwargs: dict[str, Any] = {
         "request_timeout": timeout if timeout is not None else settings.es_timeout,
         "max_retries": 0,
         "retry_on_timeout": False,
@@ -25,7 +28,7 @@ def make_es(settings: Settings, *, timeout: float | None = None) -> Elasticsearc
     if settings.es_ca_cert is not None:
         kwargs["ca_certs"] = str(settings.es_ca_cert)
     hosts = [url.strip() for url in settings.es_url.split(",")]
-    return Elasticsearch(hosts, **kwargs)  # type: ignore[arg-type]
+    return Elasticsearch(hosts, **kwargs)
 
 
 def make_redis(settings: Settings) -> Redis:
@@ -36,3 +39,37 @@ def make_redis(settings: Settings) -> Redis:
         socket_connect_timeout=settings.redis_timeout,
         health_check_interval=30,
     )
+
+
+# redis-py types its replies as `bytes | str` (it cannot know decode_responses); make_redis leaves decoding
+# off, so every reply is bytes. These narrow a reply and fail loudly on anything else.
+
+def reply_bytes(reply: object) -> bytes:
+    """One Redis reply, as the bytes it is."""
+    if not isinstance(reply, bytes):
+        raise TypeError(f"expected a bytes reply from Redis, got {type(reply).__name__}")
+    return reply
+
+
+def reply_text(reply: object) -> str:
+    """One Redis reply decoded as UTF-8."""
+    return reply_bytes(reply).decode()
+
+
+def reply_texts(reply: object) -> list[str]:
+    """A list reply (LRANGE, ZRANGE without scores) decoded as UTF-8."""
+    if not isinstance(reply, list):
+        raise TypeError(f"expected a list reply from Redis, got {type(reply).__name__}")
+    return [reply_text(member) for member in reply]
+
+
+def reply_hash(reply: Mapping[Any, Any]) -> dict[bytes, bytes]:
+    """An HGETALL reply with bytes fields and values."""
+    return {reply_bytes(field): reply_bytes(value) for field, value in reply.items()}
+
+
+def reply_scored(reply: object) -> list[tuple[str, float]]:
+    """A ZRANGE ... WITHSCORES reply as (member, score) pairs."""
+    if not isinstance(reply, list):
+        raise TypeError(f"expected a list reply from Redis, got {type(reply).__name__}")
+    return [(reply_text(member), float(score)) for member, score in reply]

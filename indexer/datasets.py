@@ -31,7 +31,8 @@ def read_atomic(wheel: Path, suffix: str) -> list[dict[str, str]]:
         text = archive.read(f"{ML100K}.{suffix}").decode("latin-1")
     lines = text.splitlines()
     header = [column.split(":")[0] for column in lines[0].split("\t")]
-    return [dict(zip(header, line.split("\t"))) for line in lines[1:] if line.strip()]
+    # A row with fewer fields (trailing empty columns) keeps the ones it has.
+    return [dict(zip(header, line.split("\t"), strict=False)) for line in lines[1:] if line.strip()]
 
 
 def movielens_items(wheel: Path) -> list[dict[str, Any]]:

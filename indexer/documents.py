@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import numpy as np
@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from indexer.encoder import item_text, text_hash
 
 MAX_ID_CHARS = 256
+# An id is a path segment of the API (/v1/items/<id>): no whitespace, no slash.
+ID_PATTERN = r"^[^\s/]+$"
 MAX_TITLE_CHARS = 1_000
 MAX_TAGS = 100
 
@@ -21,7 +23,7 @@ class Item(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[^\s/]+$")]
+    id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
     title: Annotated[StrictStr, Field(min_length=1, max_length=MAX_TITLE_CHARS)]
     description: StrictStr = ""
     category: Annotated[StrictStr, Field(max_length=256)] | None = None
@@ -48,7 +50,7 @@ class Item(BaseModel):
         if stamp is None:
             raise ValueError(f"item {self.id}: needs version or updated_at (the API stamps updated_at on arrival)")
         if stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=timezone.utc)
+            stamp = stamp.replace(tzinfo=UTC)
         return int(stamp.timestamp() * 1000)
 
 
@@ -75,7 +77,7 @@ def validate_items(raw: Iterable[Any], *, max_text_chars: int, stamp_missing: bo
     neither version nor updated_at get updated_at = now (the moment the API accepted them)."""
     valid: list[Item] = []
     errors: list[ItemError] = []
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     for index, entry in enumerate(raw):
         raw_id = entry.get("id") if isinstance(entry, Mapping) else None
         shown_id = raw_id if isinstance(raw_id, str) else None
@@ -144,7 +146,7 @@ def build_documents(items: Sequence[Item], existing: Mapping[str, Existing], mod
         docs.append(doc)
     if to_embed:
         vectors = encode([items[i].text() for i in to_embed])
-        for position, vector in zip(to_embed, vectors):
+        for position, vector in zip(to_embed, vectors, strict=True):
             docs[position]["embedding"] = [float(x) for x in vector]
         report.embedded = len(to_embed)
     report.documents = docs

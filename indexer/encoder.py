@@ -33,8 +33,8 @@ class Encoder:
     """A sentence-transformers model with normalised float32 output and a running count of encoded texts."""
 
     def __init__(self, model: str, device: str = "auto", batch_size: int = 64) -> None:
-        from sentence_transformers import SentenceTransformer  # heavy import: only when an encoder is built
         import torch
+        from sentence_transformers import SentenceTransformer  # heavy import: only when an encoder is built
 
         resolved = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.device = resolved

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from elasticsearch import Elasticsearch
@@ -46,7 +46,7 @@ class Event(BaseModel):
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value
 
     @property
@@ -60,7 +60,7 @@ class Event(BaseModel):
 
 def validate_events(raw: Iterable[Any], now: datetime | None = None) -> tuple[list[Event], list[ItemError]]:
     """Split a batch into valid events (stamped with ts and event_id) and per-event errors."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     valid: list[Event] = []
     errors: list[ItemError] = []
     for index, entry in enumerate(raw):
@@ -73,8 +73,9 @@ def validate_events(raw: Iterable[Any], now: datetime | None = None) -> tuple[li
             errors.append(ItemError(index, None, describe_validation(exc, "event")))
             continue
         if event.ts is not None and event.ts > now + MAX_FUTURE_SKEW:
-            errors.append(ItemError(index, None, [f"ts: {event.ts.isoformat()} is in the future (more than "
-                                                  f"{MAX_FUTURE_SKEW.seconds // 60} minutes ahead of the server clock)"]))
+            errors.append(ItemError(index, None, [
+                f"ts: {event.ts.isoformat()} is in the future (more than "
+                f"{MAX_FUTURE_SKEW.seconds // 60} minutes ahead of the server clock)"]))
             continue
         event = event.model_copy(update={"ts": event.ts or now, "event_id": event.event_id or uuid.uuid4().hex})
         valid.append(event)

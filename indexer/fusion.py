@@ -149,7 +149,7 @@ def fuse_linear(
             floor = min(normalized)
             normalized = [z - floor for z in normalized]
         weight = resolved[source]
-        for rank, (hit, norm) in enumerate(zip(hits, normalized), start=1):
+        for rank, (hit, norm) in enumerate(zip(hits, normalized, strict=True), start=1):
             per_doc.setdefault(hit.id, {})[source] = SourceContribution(
                 rank=rank, score=hit.score, normalized=norm, contribution=weight * norm
             )

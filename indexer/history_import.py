@@ -26,7 +26,7 @@ def stable_event_id(event: Mapping[str, Any]) -> str:
 
 
 def import_events(es: Elasticsearch, settings: Settings, rows: Iterable[Any],
-                  progress: Callable[[int], None] | None = None, rebuild: bool = True) -> dict[str, Any]:
+                  progress: Callable[[int], object] | None = None, rebuild: bool = True) -> dict[str, Any]:
     """Validate and write events (each needs its original `ts`); invalid lines are reported, not written.
     Then rebuild every profile, seen set and history from the events index."""
     written = 0

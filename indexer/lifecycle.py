@@ -4,8 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from elasticsearch import Elasticsearch, NotFoundError
-from elasticsearch import BadRequestError
+from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
 
 from indexer.errors import Conflict
 from indexer.mappings import INDEX_KINDS, index_definition
@@ -93,7 +92,8 @@ def swap_alias(es: Elasticsearch, settings: Settings, new_index: str, kind: str 
     """Point the alias at `new_index` in one atomic cluster-state update; returns the previous target."""
     alias = alias_name(settings, kind)
     old = _alias_targets(es, alias)
-    actions: list[dict[str, object]] = [{"remove": {"index": name, "alias": alias}} for name in old if name != new_index]
+    actions: list[dict[str, object]] = [{"remove": {"index": name, "alias": alias}}
+                                        for name in old if name != new_index]
     actions.append({"add": {"index": new_index, "alias": alias, "is_write_index": True}})
     es.indices.update_aliases(actions=actions)
     return old[0] if old else None
@@ -142,7 +142,8 @@ def drop_and_create(es: Elasticsearch, settings: Settings, kind: str) -> str:
 def set_building(es: Elasticsearch, settings: Settings, index: str | None, kind: str = "items") -> None:
     """Mark `index` as under construction (live writes go there too), or clear the mark with None."""
     alias = building_alias(settings, kind)
-    actions: list[dict[str, object]] = [{"remove": {"index": name, "alias": alias}} for name in _alias_targets(es, alias)]
+    actions: list[dict[str, object]] = [{"remove": {"index": name, "alias": alias}}
+                                        for name in _alias_targets(es, alias)]
     if index is not None:
         actions.append({"add": {"index": index, "alias": alias}})
     if actions:

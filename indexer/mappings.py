@@ -3,21 +3,24 @@ from __future__ import annotations
 
 import copy
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import mappings
 from indexer.settings import Settings
 
-MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "mappings"
+# The mappings package: the source tree's mappings/ or the installed copy (it ships as package data).
+MAPPINGS_DIR = Path(mappings.__file__).resolve().parent
 INDEX_KINDS = ("items", "events", "users", "reco_logs", "models")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read(kind: str) -> dict[str, Any]:
     path = MAPPINGS_DIR / f"{kind}.json"  # kinds use '_', index and alias names '-'  (reco_logs -> reco-logs)
     with path.open(encoding="utf-8") as fh:
-        return json.load(fh)  # type: ignore[no-any-return]
+        definition: dict[str, Any] = json.load(fh)
+    return definition
 
 
 def index_definition(kind: str, settings: Settings) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import base64
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -46,8 +46,8 @@ class Artifacts:
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
         ids = np.frombuffer("\n".join(self.item_ids).encode("utf-8"), dtype=np.uint8)
-        negatives = self.negatives if self.negatives is not None else csr_matrix(self.neighbours.shape,
-                                                                                 dtype=np.float32)
+        negatives = self.negatives if self.negatives is not None \
+            else csr_matrix(self.neighbours.shape).astype(np.float32)
         np.savez_compressed(buffer, ids=ids, factors=self.factors, gram=self.gram, content_map=self.content_map,
                             nb_data=self.neighbours.data, nb_indices=self.neighbours.indices,
                             nb_indptr=self.neighbours.indptr, shape=np.asarray(self.neighbours.shape),
@@ -58,7 +58,8 @@ class Artifacts:
     def from_bytes(cls, raw: bytes) -> Artifacts:
         with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
             text = npz["ids"].tobytes().decode("utf-8")
-            shape = tuple(int(x) for x in npz["shape"])
+            rows, columns = (int(x) for x in npz["shape"])
+            shape = (rows, columns)
             neighbours = csr_matrix((npz["nb_data"], npz["nb_indices"], npz["nb_indptr"]), shape=shape)
             negatives = csr_matrix((npz["neg_data"], npz["neg_indices"], npz["neg_indptr"]), shape=shape)
             return cls(item_ids=text.split("\n") if text else [], factors=npz["factors"], gram=npz["gram"],
@@ -101,7 +102,7 @@ def _index(settings: Settings) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def next_version(es: Elasticsearch, settings: Settings) -> int:

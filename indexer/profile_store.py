@@ -10,7 +10,10 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from redis import Redis
 from redis.exceptions import WatchError
+from redis.typing import EncodableT, FieldT
 
+from indexer import keys
+from indexer.clients import reply_hash, reply_scored, reply_text, reply_texts
 from indexer.interactions import Interaction, record
 from indexer.profile import Profile, apply_event, from_bytes, rebuild, to_bytes
 from indexer.settings import Settings
@@ -19,6 +22,11 @@ from indexer.settings import Settings
 # decays every older event relative to newer ones without ever rewriting the whole set.
 TRENDING_EPOCH = 1_735_689_600.0  # 2025-01-01T00:00:00Z
 HISTORY_LEN = 50
+
+
+def _fields(profile: Profile) -> Mapping[FieldT, EncodableT]:
+    """The profile's hash fields, typed as redis-py's HSET wants them."""
+    return dict(to_bytes(profile).items())
 
 
 @dataclass(frozen=True)
@@ -48,24 +56,21 @@ class ProfileStore:
         self.half_life_s = settings.half_life_days * 86400.0
         self.seen_window_s = settings.seen_window_days * 86400.0
 
-    def _key(self, kind: str, user_id: str) -> str:
-        return f"{self.prefix}:{kind}:{user_id}"
-
     def load(self, user_id: str) -> Profile | None:
-        raw = self.redis.hgetall(self._key("profile", user_id))
-        return from_bytes(raw) if raw else None
+        raw = self.redis.hgetall(keys.key(self.prefix, keys.PROFILE, user_id))
+        return from_bytes(reply_hash(raw)) if raw else None
 
     def load_with_seen(self, user_id: str, now: float | None = None) -> tuple[Profile | None, list[str]]:
         """Profile and seen items in one Redis round trip (the read path's first step)."""
         now = now or time.time()
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self._key("profile", user_id))
-            pipe.zrevrangebyscore(self._key("seen", user_id), "+inf", now - self.seen_window_s)
+            pipe.hgetall(keys.key(self.prefix, keys.PROFILE, user_id))
+            pipe.zrevrangebyscore(keys.key(self.prefix, keys.SEEN, user_id), "+inf", now - self.seen_window_s)
             raw, seen = pipe.execute()
-        return (from_bytes(raw) if raw else None), [s.decode() for s in seen]
+        return (from_bytes(reply_hash(raw)) if raw else None), reply_texts(seen)
 
     def version(self, user_id: str) -> int:
-        raw = self.redis.hget(self._key("profile", user_id), "version")
+        raw = self.redis.hget(keys.key(self.prefix, keys.PROFILE, user_id), "version")
         return int(raw) if raw else 0
 
     def apply(self, user_id: str, vector: np.ndarray | None, event: AppliedEvent) -> Profile:
@@ -73,13 +78,13 @@ class ProfileStore:
 
         An event whose item has no vector (unknown item) still marks the item seen and bumps trending.
         """
-        key = self._key("profile", user_id)
+        key = keys.key(self.prefix, keys.PROFILE, user_id)
         for _ in range(50):
             with self.redis.pipeline() as pipe:
                 try:
                     pipe.watch(key)
                     raw = pipe.hgetall(key)
-                    profile = from_bytes(raw) if raw else Profile()
+                    profile = from_bytes(reply_hash(raw)) if raw else Profile()
                     if vector is not None:
                         updated = apply_event(profile, vector, weight=event.weight, ts=event.ts,
                                               session_id=event.session_id, half_life_s=self.half_life_s)
@@ -88,7 +93,7 @@ class ProfileStore:
                     updated = replace(updated, interactions=record(profile.interactions, event.item_id,
                                                                    event.weight, event.ts))
                     pipe.multi()
-                    pipe.hset(key, mapping=to_bytes(updated))
+                    pipe.hset(key, mapping=_fields(updated))
                     self._side_effects(pipe, user_id, event)
                     pipe.execute()
                     return updated
@@ -96,12 +101,12 @@ class ProfileStore:
                     continue
         raise RuntimeError(f"profile {user_id}: too much contention, event not applied")
 
-    def _side_effects(self, pipe: "Redis", user_id: str, event: AppliedEvent) -> None:
-        seen = self._key("seen", user_id)
+    def _side_effects(self, pipe: Redis, user_id: str, event: AppliedEvent) -> None:
+        seen = keys.key(self.prefix, keys.SEEN, user_id)
         pipe.zadd(seen, {event.item_id: event.ts}, gt=True)  # GT still adds new members; it keeps the newest ts
         pipe.zremrangebyscore(seen, "-inf", time.time() - self.seen_window_s)
         pipe.expire(seen, int(self.seen_window_s) + 60)
-        history = self._key("history", user_id)
+        history = keys.key(self.prefix, keys.HISTORY, user_id)
         if event.weight < 0:
             # History explains hits ("because you liked X"): an item the user has since disliked must not.
             pipe.lrem(history, 0, event.item_id)
@@ -109,18 +114,18 @@ class ProfileStore:
             pipe.lpush(history, event.item_id)
             pipe.ltrim(history, 0, HISTORY_LEN - 1)
             exponent = min((event.ts - TRENDING_EPOCH) / self.half_life_s, 1000.0)
-            pipe.zincrby(f"{self.prefix}:trending", math.pow(2.0, exponent) * event.weight, event.item_id)
+            pipe.zincrby(keys.key(self.prefix, keys.TRENDING), math.pow(2.0, exponent) * event.weight, event.item_id)
 
     def defer(self, events: Sequence[tuple[str, AppliedEvent]]) -> None:
         """Queue events whose profile update could not be done (Elasticsearch, which holds the item
         vectors, did not answer); drain_pending applies them once it is back."""
         if events:
-            self.redis.rpush(f"{self.prefix}:pending-profile",
+            self.redis.rpush(keys.key(self.prefix, keys.PENDING_PROFILE),
                              *[json.dumps([user, asdict(event)]) for user, event in events])
 
     def drain_pending(self, vectors_for: Callable[[list[str]], Mapping[str, np.ndarray]], batch: int = 500) -> int:
         """Apply deferred events in arrival order; returns how many were applied."""
-        key = f"{self.prefix}:pending-profile"
+        key = keys.key(self.prefix, keys.PENDING_PROFILE)
         applied = 0
         while True:
             raw = self.redis.lrange(key, 0, batch - 1)
@@ -137,34 +142,34 @@ class ProfileStore:
     def seen(self, user_id: str, now: float | None = None) -> list[str]:
         """Items the user acted on within the seen window (newest first)."""
         now = now or time.time()
-        raw = self.redis.zrevrangebyscore(self._key("seen", user_id), "+inf", now - self.seen_window_s)
-        return [r.decode() for r in raw]
+        raw = self.redis.zrevrangebyscore(keys.key(self.prefix, keys.SEEN, user_id), "+inf", now - self.seen_window_s)
+        return reply_texts(raw)
 
     def history(self, user_id: str) -> list[str]:
         """Items of the user's recent positive events, newest first, without repeats."""
-        raw = self.redis.lrange(self._key("history", user_id), 0, HISTORY_LEN - 1)
-        return list(dict.fromkeys(r.decode() for r in raw))
+        raw = self.redis.lrange(keys.key(self.prefix, keys.HISTORY, user_id), 0, HISTORY_LEN - 1)
+        return list(dict.fromkeys(reply_texts(raw)))
 
     def trending(self, size: int, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
         excluded = set(exclude)
-        raw = self.redis.zrevrange(f"{self.prefix}:trending", 0, size + len(excluded) - 1, withscores=True)
-        return [(m.decode(), float(s)) for m, s in raw if m.decode() not in excluded][:size]
+        raw = self.redis.zrevrange(keys.key(self.prefix, keys.TRENDING), 0, size + len(excluded) - 1, withscores=True)
+        return [(member, score) for member, score in reply_scored(raw) if member not in excluded][:size]
 
     def replace(self, user_id: str, profile: Profile, events: Sequence[AppliedEvent]) -> None:
         """Overwrite one user's state with a rebuilt profile (used when rebuilding from the events index)."""
         with self.redis.pipeline(transaction=True) as pipe:
-            for kind in ("profile", "seen", "history"):
-                pipe.delete(self._key(kind, user_id))
-            pipe.hset(self._key("profile", user_id), mapping=to_bytes(profile))
+            for kind in (keys.PROFILE, keys.SEEN, keys.HISTORY):
+                pipe.delete(keys.key(self.prefix, kind, user_id))
+            pipe.hset(keys.key(self.prefix, keys.PROFILE, user_id), mapping=_fields(profile))
             for event in sorted(events, key=lambda e: e.ts):
                 self._side_effects(pipe, user_id, event)
             pipe.execute()
 
     def user_ids(self) -> Iterator[str]:
         """Every user with a profile (SCAN: never blocks Redis)."""
-        head = len(f"{self.prefix}:profile:")
-        for key in self.redis.scan_iter(match=f"{self.prefix}:profile:*", count=1000):
-            yield key.decode()[head:]
+        head = len(keys.key(self.prefix, keys.PROFILE, ""))
+        for key in self.redis.scan_iter(match=keys.key(self.prefix, keys.PROFILE, "*"), count=1000):
+            yield reply_text(key)[head:]
 
     def clear_trending(self) -> None:
-        self.redis.delete(f"{self.prefix}:trending")
+        self.redis.delete(keys.key(self.prefix, keys.TRENDING))

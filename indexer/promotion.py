@@ -46,7 +46,7 @@ def _rewrite(model: ServingModel, hit: dict[str, Any], index: str) -> dict[str, 
         factors = model.artifacts.factors[row]
         start, end = model.incoming.indptr[row], model.incoming.indptr[row + 1]
         neighbours = {model.artifacts.item_ids[i]: float(w)
-                      for i, w in zip(model.incoming.indices[start:end], model.incoming.data[start:end])}
+                      for i, w in zip(model.incoming.indices[start:end], model.incoming.data[start:end], strict=True)}
     else:
         factors, neighbours = model.cold_factors(source.get("embedding")), None
     source.update(slot_fields(model.slot, model.version, factors, neighbours))
@@ -54,7 +54,8 @@ def _rewrite(model: ServingModel, hit: dict[str, Any], index: str) -> dict[str, 
             "version": hit["_version"], "version_type": "external_gte"}
 
 
-def write_slot(es: Elasticsearch, settings: Settings, model: ServingModel, progress: Progress | None = None) -> dict[str, int]:
+def write_slot(es: Elasticsearch, settings: Settings, model: ServingModel,
+               progress: Progress | None = None) -> dict[str, int]:
     """Give every item (live index, and a version being built) this model's fields in its slot.
 
     Passes repeat over the items whose slot does not yet name this model: an item updated during a pass

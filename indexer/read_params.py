@@ -50,7 +50,7 @@ class ReadParams(BaseModel):
         return value.strip() or None if value is not None else None
 
     @model_validator(mode="after")
-    def _price_range(self) -> "ReadParams":
+    def _price_range(self) -> ReadParams:
         if self.price_min is not None and self.price_max is not None and self.price_min > self.price_max:
             raise ValueError(f"price_min ({self.price_min}) is greater than price_max ({self.price_max})")
         if all(w == 0 for w in (self.w_bm25, self.w_user, self.w_query, self.w_item, self.w_recent, self.w_cf)):

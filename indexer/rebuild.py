@@ -3,7 +3,8 @@ profiles into the users index."""
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from elasticsearch import Elasticsearch
@@ -42,7 +43,7 @@ def snapshot_profiles(es: Elasticsearch, settings: Settings, batch: int = 500) -
     store = ProfileStore(make_redis(settings), settings)
     index = alias_name(settings, "users")
 
-    def actions():  # type: ignore[no-untyped-def]
+    def actions() -> Iterator[dict[str, Any]]:
         for user_id in store.user_ids():
             profile = store.load(user_id)
             if profile is None:
@@ -50,7 +51,7 @@ def snapshot_profiles(es: Elasticsearch, settings: Settings, batch: int = 500) -
             doc: dict[str, Any] = {"user_id": user_id, "version": profile.version, "event_count": profile.event_count,
                                    "recent_items": store.history(user_id)[:20]}
             if profile.updated_ts is not None:
-                doc["updated_at"] = datetime.fromtimestamp(profile.updated_ts, tz=timezone.utc).isoformat()
+                doc["updated_at"] = datetime.fromtimestamp(profile.updated_ts, tz=UTC).isoformat()
             for field, vector in (("long_term", interest_vector(profile)), ("session", session_vector(profile))):
                 if vector is not None:
                     doc[field] = [float(x) for x in vector]

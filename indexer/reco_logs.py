@@ -10,6 +10,7 @@ from typing import Any
 from elasticsearch import Elasticsearch
 from redis import Redis
 
+from indexer import keys
 from indexer.bulk import run_bulk
 from indexer.lifecycle import alias_name
 from indexer.settings import Settings
@@ -19,7 +20,7 @@ CLICK_TYPES = frozenset({"click", "cart", "purchase", "like"})
 
 
 def queue_key(settings: Settings) -> str:
-    return f"{settings.index_prefix}:reco-log-queue"
+    return keys.key(settings.index_prefix, keys.RECO_LOG_QUEUE)
 
 
 def log_document(request_id: str, endpoint: str, body: Mapping[str, Any], k: int, ts: str) -> dict[str, Any]:

@@ -13,13 +13,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from elasticsearch import ApiError, Elasticsearch
+from elasticsearch import ApiError, ConnectionTimeout, Elasticsearch
 from elasticsearch import ConnectionError as ESConnectionError
-from elasticsearch import ConnectionTimeout
 from redis import Redis
 
-from indexer import queries, search
+from indexer import keys, queries, search
 from indexer.cf_serving import ModelCache, ServingModel
+from indexer.clients import reply_bytes
 from indexer.diversity import mmr
 from indexer.encoder import Encoder
 from indexer.errors import BackendUnavailable, NotFound
@@ -70,11 +70,12 @@ class Recommender:
     # -- query embedding, cached in Redis (shared by every API process) --------------------------------
     def embed_query(self, text: str) -> np.ndarray:
         encoder = self.encoder()
-        key = f"{self.settings.index_prefix}:qvec:{encoder.model_id}:{hashlib.sha256(text.encode()).hexdigest()}"
+        key = keys.key(self.settings.index_prefix, keys.QUERY_VECTOR, encoder.model_id,
+                       hashlib.sha256(text.encode()).hexdigest())
         raw = self.redis.get(key)
         if raw:
-            return np.frombuffer(raw, dtype=np.float32)
-        vector = encoder.encode([text])[0]
+            return np.frombuffer(reply_bytes(raw), dtype=np.float32)
+        vector: np.ndarray = encoder.encode([text])[0]
         self.redis.set(key, vector.astype("<f4").tobytes(), ex=QVEC_CACHE_TTL_S)
         return vector
 
@@ -155,7 +156,8 @@ class Recommender:
             body.update(cached=True, degraded=True, took_ms=round((time.perf_counter() - started) * 1000, 2))
             return body
         # Without Elasticsearch a filter cannot be checked: return nothing rather than items that break it.
-        trending = [] if filters.constrains_items else self.store.trending(params.k * params.page, exclude=filters.exclude_ids)
+        trending = [] if filters.constrains_items \
+            else self.store.trending(params.k * params.page, exclude=filters.exclude_ids)
         page = trending[(params.page - 1) * params.k: params.page * params.k]
         return {"items": [{"id": item_id, "score": score} for item_id, score in page], "strategy": "trending",
                 "cold_start": True, "degraded": True, "cached": False, "user_id": user_id,
@@ -271,8 +273,8 @@ class Recommender:
         out: dict[str, dict[str, Any]] = {}
         if cf.model is not None:
             for hit in page:
-                for name, history in (("item_recent", cf.recent), ("item_item", cf.history)):
-                    found = cf.model.because(hit.id, history) if name in hit.sources else None
+                for name, weighted in (("item_recent", cf.recent), ("item_item", cf.history)):
+                    found = cf.model.because(hit.id, weighted) if name in hit.sources else None
                     if found:
                         out[hit.id] = {**found, "retriever": name}
                         break

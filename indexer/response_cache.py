@@ -8,6 +8,7 @@ from typing import Any
 
 from redis import Redis
 
+from indexer import keys
 from indexer.read_params import ReadParams
 from indexer.settings import Settings
 from indexer.telemetry import CACHE, timed
@@ -31,8 +32,8 @@ class ResponseCache:
         version-less last good answer."""
         digest = hashlib.sha256(params.model_dump_json().encode() + (anchor or "").encode()
                                 + model.encode()).hexdigest()[:24]
-        kind = "reco" if version is not None else "reco-last"
-        return f"{self.prefix}:{kind}:{digest}:{version}:{user_id or '-'}"
+        kind = keys.RECO if version is not None else keys.RECO_LAST
+        return keys.key(self.prefix, kind, digest, version, user_id or "-")
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The cached body for `key` (marked cached), or None; a no-op when caching is off."""

@@ -50,7 +50,7 @@ def msearch(es: Elasticsearch, index: str, searches: Sequence[tuple[str, dict[st
         body.extend([{"index": index}, search])
     response = es.options(request_timeout=timeout).msearch(searches=body) if timeout else es.msearch(searches=body)
     result.took_ms = int(response.get("took", 0))
-    for (name, _), answer in zip(searches, response["responses"]):
+    for (name, _), answer in zip(searches, response["responses"], strict=True):
         if "error" in answer:
             status = int(answer.get("status") or 500)
             reason = answer["error"].get("reason") if isinstance(answer["error"], dict) else answer["error"]

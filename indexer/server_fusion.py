@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from elasticsearch import ApiError, Elasticsearch
 
-from indexer.fusion import Hit
 from indexer.filters import Filters
+from indexer.fusion import Hit
 from indexer.queries import DISPLAY_FIELDS, bm25_query, knn_clause
 
 PROBE_TTL_S = 600.0
@@ -19,7 +19,8 @@ _lock = threading.Lock()
 
 
 def rrf_retriever_body(*, filters: Filters, size: int, text: str | None, user_vector: np.ndarray | None,
-                       query_vector: np.ndarray | None, rank_constant: int, num_candidates: int = 100) -> dict[str, Any]:
+                       query_vector: np.ndarray | None, rank_constant: int,
+                       num_candidates: int = 100) -> dict[str, Any]:
     """One _search body fusing BM25 and the kNN retrievers on the server, every filter inside each."""
     retrievers: list[dict[str, Any]] = []
     if text:

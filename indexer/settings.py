@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,8 +65,8 @@ class Settings(BaseSettings):
     train_min_events: int = Field(20, ge=1, description="no model is trained from fewer events than this")
 
     # API
-    reco_cache_ttl: int = Field(300, ge=0, le=86400,
-                                description="seconds a recommendation response is cached per profile version; 0 disables")
+    reco_cache_ttl: int = Field(
+        300, ge=0, le=86400, description="seconds a recommendation response is cached per profile version; 0 disables")
     api_host: str = Field("127.0.0.1", description="gunicorn bind address used by the stack scripts")
     api_port: int = Field(8000, ge=1, le=65535)
     api_keys: str | None = Field(
@@ -111,7 +111,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _check_auth(self) -> "Settings":
+    def _check_auth(self) -> Settings:
         if (self.es_username is None) != (self.es_password is None):
             raise ValueError("set both HYBRIDREC_ES_USERNAME and HYBRIDREC_ES_PASSWORD, or neither")
         if self.es_api_key and self.es_username:
@@ -159,10 +159,10 @@ class SettingsError(RuntimeError):
     """The environment holds an invalid setting; the message says which variable to fix."""
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read and validate the settings, failing fast with a message naming the variables to set."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
             f"HYBRIDREC_{'_'.join(str(p) for p in err['loc']).upper() or '?'}: {err['msg']}" for err in exc.errors()

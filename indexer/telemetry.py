@@ -1,10 +1,12 @@
-"""Read-path metrics shared by every process that ranks: backend call latency and response-cache lookups."""
+"""Read-path metrics shared by every process that ranks: backend call latency and response-cache lookups;
+and the one latency percentile the offline tools report."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import numpy as np
 from prometheus_client import Counter, Histogram
 
 BACKEND_LATENCY = Histogram("hybridrec_backend_call_seconds", "Elasticsearch and Redis call latency",
@@ -20,3 +22,11 @@ def timed(backend: str, operation: str) -> Iterator[None]:
         yield
     finally:
         BACKEND_LATENCY.labels(backend, operation).observe(time.perf_counter() - started)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100, linear interpolation between the nearest ranks); NaN for no values, so
+    that a gap shows in a report instead of a made-up number."""
+    if not values:
+        return float("nan")
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))

@@ -17,11 +17,11 @@ stamp="$VENV/.hybridrec-setup-$(sha1sum "$REPO_ROOT/setup.cfg" | cut -c1-12)"
 if [[ ! -f "$stamp" ]]; then
   log "installing Python packages into $VENV (torch is large: the first run takes a few minutes)"
   "$VENV/bin/pip" install --quiet --upgrade pip
-  "$VENV/bin/pip" install --quiet -e "$REPO_ROOT[test,eval]"
+  "$VENV/bin/pip" install --quiet -e "$REPO_ROOT[test,eval,lint]"
   touch "$stamp"
 else
   "$VENV/bin/pip" install --quiet --no-deps --no-build-isolation -e "$REPO_ROOT" >/dev/null 2>&1 \
-    || "$VENV/bin/pip" install --quiet -e "$REPO_ROOT[test,eval]"
+    || "$VENV/bin/pip" install --quiet -e "$REPO_ROOT[test,eval,lint]"
 fi
 
 if [[ ! -f "$ES_JAR" || -n "$(find "$ES_PROJECT/src" "$ES_PROJECT/pom.xml" -newer "$ES_JAR" -print -quit)" ]]; then

@@ -4,6 +4,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
+from indexer.celery_config import celery_config
 from indexer.settings import get_settings
 from indexer.tasknames import ALL_QUEUES, FLUSH_RECO_LOGS, QUEUE_INDEX, ROUTES, SNAPSHOT_PROFILES, TRAIN_IF_DUE
 
@@ -14,8 +15,7 @@ def make_celery() -> Celery:
     settings = get_settings()
     app = Celery("hybridrec", include=["workers.tasks", "workers.metrics"])
     app.conf.update(
-        broker_url=settings.broker_url,
-        result_backend=settings.broker_url,
+        **celery_config(settings),
         task_queues=[Queue(name) for name in ALL_QUEUES],
         task_default_queue=QUEUE_INDEX,
         task_routes=TASK_ROUTES,
@@ -24,20 +24,10 @@ def make_celery() -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
         result_expires=24 * 3600,
         task_track_started=True,
-        broker_connection_retry_on_startup=True,
-        broker_transport_options={
-            # An unacknowledged message (its worker was killed) is delivered again after this long.
-            "visibility_timeout": settings.visibility_timeout,
-            "socket_timeout": settings.redis_timeout,
-            "socket_connect_timeout": settings.redis_timeout,
-        },
-        redis_socket_timeout=settings.redis_timeout,
-        redis_socket_connect_timeout=settings.redis_timeout,
         worker_hijack_root_logger=False,
         # Only with `celery -A workers.celery_app beat`: profiles land in the users index every 10 minutes.
         beat_schedule={"snapshot-profiles": {"task": SNAPSHOT_PROFILES, "schedule": 600.0},

@@ -7,13 +7,14 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from indexer import lifecycle
+from indexer import keys, lifecycle
 from indexer.bulk import batches
 from indexer.clients import make_es
 from indexer.settings import SettingsError, get_settings
@@ -60,7 +61,7 @@ def _csv_item(row: dict[str, str]) -> dict[str, Any]:
 
 def ingest(items: Iterator[dict[str, Any]], *, sync: bool, total: int | None = None) -> dict[str, Any]:
     """Index items through the workers (default) or in this process (sync); returns the totals."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from indexer import catalog
     from indexer.documents import validate_items
@@ -75,7 +76,7 @@ def ingest(items: Iterator[dict[str, Any]], *, sync: bool, total: int | None = N
     with tqdm(total=total, unit="item", desc="ingest", disable=not sys.stderr.isatty()) as bar:
         for batch in batches(items, BATCH):
             valid, errors = validate_items(batch, max_text_chars=settings.max_text_chars, stamp_missing=True,
-                                           now=datetime.now(timezone.utc))
+                                           now=datetime.now(UTC))
             totals["invalid"].extend({**e.as_dict(), "index": e.index + offset} for e in errors)
             offset += len(batch)
             totals["accepted"] += len(valid)
@@ -88,8 +89,8 @@ def ingest(items: Iterator[dict[str, Any]], *, sync: bool, total: int | None = N
                 from workers.tasks import index_items
                 pending.append(index_items.delay([i.model_dump(mode="json", exclude_none=True) for i in valid]))
             bar.update(len(batch))
-        for result in tqdm(pending, unit="batch", desc="workers", disable=not sys.stderr.isatty() or not pending):
-            out = result.get(timeout=3600)
+        for task in tqdm(pending, unit="batch", desc="workers", disable=not sys.stderr.isatty() or not pending):
+            out = task.get(timeout=3600)
             totals["indexed"] += out["indexed"]
             totals["embedded"] += out["embedded"]
             totals["failed"].extend(out["failed"])
@@ -138,7 +139,8 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
         task = reindex.delay()
         while not task.ready():
-            if task.state == "PROGRESS" and isinstance(task.info, dict):
+            state: str = task.state  # beside Celery's own states, the task reports PROGRESS
+            if state == "PROGRESS" and isinstance(task.info, dict):
                 print(f"reindex: {task.info.get('done')}/{task.info.get('total')}", file=sys.stderr)
             time.sleep(1)
         result = task.get(timeout=10)
@@ -189,15 +191,15 @@ def cmd_profiles_snapshot(args: argparse.Namespace) -> int:
 
 def cmd_events_replay(args: argparse.Namespace) -> int:
     """Send dead-lettered event batches (writes that exhausted their retries) to the workers again."""
-    from indexer.clients import make_redis
+    from indexer.clients import make_redis, reply_bytes
     from workers.tasks import record_events
 
     settings = get_settings()
     redis = make_redis(settings)
-    key = f"{settings.index_prefix}:events-dead-letter"
+    key = keys.key(settings.index_prefix, keys.EVENTS_DEAD_LETTER)
     sent = events = 0
     while (raw := redis.lpop(key)) is not None:
-        entry = json.loads(raw)
+        entry = json.loads(reply_bytes(raw))
         record_events.delay(entry["events"])
         sent += 1
         events += len(entry["events"])
@@ -263,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reindex", help="build the next items version and swap the alias")
     p.add_argument("--sync", action="store_true")
     p.set_defaults(func=cmd_reindex)
-    sub.add_parser("rollback", help="point the items alias back at the previous version").set_defaults(func=cmd_rollback)
+    p = sub.add_parser("rollback", help="point the items alias back at the previous version")
+    p.set_defaults(func=cmd_rollback)
     sub.add_parser("indices", help="list index versions, alias targets and counts").set_defaults(func=cmd_indices)
     sub.add_parser("init", help="create the indices and aliases if missing").set_defaults(func=cmd_init)
     profiles = sub.add_parser("profiles", help="user profiles").add_subparsers(dest="action", required=True)
@@ -293,14 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_plugins(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> list[str]:
+def load_plugins(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> list[str]:
     """Add the command groups other packages register under the `hybridrec.commands` entry point (the
     evaluation is one). A group that fails to load is reported and left out; the rest still work."""
     loaded = []
     for entry in entry_points(group=PLUGIN_GROUP):
         try:
             entry.load()(sub)
-        except Exception as exc:  # noqa: BLE001 - any broken plugin must not take the whole CLI down
+        except Exception as exc:  # any broken plugin must not take the whole CLI down
             print(f"hybridrec: command group {entry.name!r} not available ({type(exc).__name__}: {exc})",
                   file=sys.stderr)
             continue

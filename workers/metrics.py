@@ -6,8 +6,7 @@ import time
 from typing import Any
 
 from celery.signals import task_failure, task_postrun, task_prerun, task_retry, worker_init
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client import multiprocess
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
 
 TASK_SECONDS = Histogram("hybridrec_task_seconds", "Celery task run time", ["task"],
                          buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800))

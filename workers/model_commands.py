@@ -7,14 +7,15 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from tqdm import tqdm
 
 from indexer.clients import make_es
 from indexer.settings import get_settings
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train a collaborative model from the events index, gate and promote it")
     p.add_argument("--sync", action="store_true", help="train in this process instead of the workers")
     p.add_argument("--no-promote", action="store_true", help="keep the model as a candidate, do not serve it")
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_models_rollback)
 
 
-def _bar() -> tuple[Callable[[str, float], None], tqdm]:  # type: ignore[type-arg]
+def _bar() -> tuple[Callable[[str, float], None], tqdm[NoReturn]]:
     bar = tqdm(total=100, unit="%", disable=not sys.stderr.isatty())
 
     def progress(stage: str, fraction: float) -> None:

@@ -4,18 +4,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypedDict
 
 from celery import Task
 from celery.utils.log import get_task_logger
 from elasticsearch import ConnectionError as ESConnectionError
-from elasticsearch import ConnectionTimeout
-from elasticsearch import Elasticsearch
+from elasticsearch import ConnectionTimeout, Elasticsearch
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from indexer import catalog, lifecycle, promotion, training
+from indexer import catalog, keys, lifecycle, promotion, training
+from indexer import tasknames as names
 from indexer.cf_serving import ModelCache
 from indexer.clients import make_es, make_redis
 from indexer.documents import validate_items
@@ -27,14 +27,23 @@ from indexer.reco_logs import attribute_clicks, flush_logs
 from indexer.search import item_vectors
 from indexer.settings import get_settings
 from indexer.training import TrainOptions
-from indexer import tasknames as names
 from workers.celery_app import app
 
 log = get_task_logger(__name__)
 
 TRANSIENT = (ESConnectionError, ConnectionTimeout, RedisConnectionError, RedisTimeoutError, BackendUnavailable)
-RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 2, "retry_backoff_max": 60, "retry_jitter": True,
-         "max_retries": 6}
+
+
+class RetryOptions(TypedDict):
+    """The retry keywords of app.task, typed so that they can be spread into it."""
+    autoretry_for: tuple[type[BaseException], ...]
+    retry_backoff: int
+    retry_backoff_max: int
+    retry_jitter: bool
+    max_retries: int
+
+
+RETRY = RetryOptions(autoretry_for=TRANSIENT, retry_backoff=2, retry_backoff_max=60, retry_jitter=True, max_retries=6)
 
 _es: Elasticsearch | None = None
 _redis: Redis | None = None
@@ -71,7 +80,7 @@ def redis() -> Redis:
 
 
 @app.task(name=names.INDEX_ITEMS, bind=True, **RETRY)
-def index_items(self: Task, items: list[dict[str, Any] | str]) -> dict[str, Any]:
+def index_items(self: Task[Any, Any], items: list[dict[str, Any] | str]) -> dict[str, Any]:
     """Validate, embed (only changed text or model) and index a batch of items, or of ids of stored
     items (to embed them again with the current model); bad items are reported, good ones indexed."""
     settings = get_settings()
@@ -93,16 +102,16 @@ def index_items(self: Task, items: list[dict[str, Any] | str]) -> dict[str, Any]
 
 
 @app.task(name=names.DELETE_ITEMS, bind=True, **RETRY)
-def delete_items(self: Task, ids: list[str], version_ms: int) -> dict[str, Any]:
+def delete_items(self: Task[Any, Any], ids: list[str], version_ms: int) -> dict[str, Any]:
     report = catalog.delete_items(es(), get_settings(), ids, version_ms)
     return {"deleted": report.ok, "stale": report.stale, "failed": report.failed}
 
 
 @contextmanager
-def task_lock(task: Task, name: str, what: str) -> Iterator[None]:
+def task_lock(task: Task[Any, Any], name: str, what: str) -> Iterator[None]:
     """One task of a kind at a time. The lock names its task: a redelivered task (its worker was killed)
     takes over its own lock and resumes, while a second task is refused with Conflict."""
-    key, owner = f"{get_settings().index_prefix}:{name}", str(task.request.id)
+    key, owner = keys.key(get_settings().index_prefix, name), str(task.request.id)
     if not redis().set(key, owner, nx=True, ex=6 * 3600) and redis().get(key) != owner.encode():
         raise Conflict(f"{what} is already running")
     try:
@@ -113,28 +122,28 @@ def task_lock(task: Task, name: str, what: str) -> Iterator[None]:
 
 
 @app.task(name=names.REINDEX, bind=True, **RETRY)
-def reindex(self: Task) -> dict[str, Any]:
+def reindex(self: Task[Any, Any]) -> dict[str, Any]:
     """Build the next items version and swap the alias; progress is in the task state (PROGRESS)."""
     settings = get_settings()
-    with task_lock(self, "reindex-lock", "a reindex"):
+    with task_lock(self, keys.REINDEX_LOCK, "a reindex"):
         def progress(done: int, total: int) -> None:
             self.update_state(state="PROGRESS", meta={"done": done, "total": total})
 
         return catalog.reindex(es(), settings, get_encoder(settings), progress)
 
 
-def _stage_progress(task: Task) -> Callable[[str, float], None]:
+def _stage_progress(task: Task[Any, Any]) -> Callable[[str, float], None]:
     def progress(stage: str, fraction: float) -> None:
         task.update_state(state="PROGRESS", meta={"stage": stage, "progress": round(fraction, 3)})
     return progress
 
 
 @app.task(name=names.TRAIN, bind=True, **RETRY)
-def train(self: Task, promote: bool = True) -> dict[str, Any]:
+def train(self: Task[Any, Any], promote: bool = True) -> dict[str, Any]:
     """Train a collaborative model from the events index, gate it, and promote it if it passes.
     Killed at any point, the serving model is untouched (the pointer flips last)."""
     settings = get_settings()
-    with task_lock(self, "model-lock", "a training or model promotion"):
+    with task_lock(self, keys.MODEL_LOCK, "a training or model promotion"):
         progress = _stage_progress(self)
         options = TrainOptions(min_events=settings.train_min_events, promote=promote)
         result = training.train(es(), settings, options, progress,
@@ -144,38 +153,39 @@ def train(self: Task, promote: bool = True) -> dict[str, Any]:
 
 
 @app.task(name=names.TRAIN_IF_DUE, bind=True, **RETRY)
-def train_if_due(self: Task) -> dict[str, Any]:
+def train_if_due(self: Task[Any, Any]) -> dict[str, Any]:
     """Celery beat's check: train when enough events arrived since the serving model was trained."""
     settings = get_settings()
     due, reason = training.due(es(), settings, settings.train_min_new_events)
     if not due:
         return {"state": "skipped", "reason": reason}
-    return train.run()  # type: ignore[no-any-return]
+    result: dict[str, Any] = train.run()
+    return result
 
 
 @app.task(name=names.PROMOTE_MODEL, bind=True, **RETRY)
-def promote_model(self: Task, version: int) -> dict[str, Any]:
-    with task_lock(self, "model-lock", "a training or model promotion"):
+def promote_model(self: Task[Any, Any], version: int) -> dict[str, Any]:
+    with task_lock(self, keys.MODEL_LOCK, "a training or model promotion"):
         result = promotion.promote(es(), get_settings(), version, _stage_progress(self))
         models().invalidate()
         return result
 
 
 @app.task(name=names.ROLLBACK_MODEL, bind=True, **RETRY)
-def rollback_model(self: Task) -> dict[str, Any]:
-    with task_lock(self, "model-lock", "a training or model promotion"):
+def rollback_model(self: Task[Any, Any]) -> dict[str, Any]:
+    with task_lock(self, keys.MODEL_LOCK, "a training or model promotion"):
         result = promotion.rollback(es(), get_settings(), _stage_progress(self))
         models().invalidate()
         return result
 
 
 @app.task(name=names.ROLLBACK, bind=True, **RETRY)
-def rollback(self: Task) -> dict[str, str]:
+def rollback(self: Task[Any, Any]) -> dict[str, str]:
     previous, current = lifecycle.rollback(es(), get_settings())
     return {"from": previous, "to": current}
 
 
-class EventsTask(Task):
+class EventsTask(Task[Any, Any]):
     """Events must never be lost: a batch that exhausts its retries goes to a dead-letter list in Redis
     (`hybridrec events replay` sends it again) instead of vanishing with the task."""
 
@@ -187,17 +197,17 @@ class EventsTask(Task):
 
 def dead_letter(events: list[dict[str, Any]], reason: str) -> None:
     if events:
-        key = f"{get_settings().index_prefix}:events-dead-letter"
+        key = keys.key(get_settings().index_prefix, keys.EVENTS_DEAD_LETTER)
         redis().rpush(key, json.dumps({"reason": reason, "events": events}))
         log.error("record_events: %d events moved to %s: %s", len(events), key, reason)
 
 
 # Up to 240 tries, at most a minute apart: an Elasticsearch outage of hours still loses no event.
-EVENT_RETRY = {**RETRY, "retry_backoff": 1, "max_retries": 240}
+EVENT_RETRY = RetryOptions({**RETRY, "retry_backoff": 1, "max_retries": 240})
 
 
 @app.task(name=names.RECORD_EVENTS, bind=True, base=EventsTask, **EVENT_RETRY)
-def record_events(self: Task, events: list[dict[str, Any]]) -> dict[str, Any]:
+def record_events(self: Task[Any, Any], events: list[dict[str, Any]]) -> dict[str, Any]:
     """Durable write of accepted events into the events index (_id = event_id: replays are harmless)."""
     settings = get_settings()
     # Logs first, so that clicks in this batch find the lists they were served from.
@@ -218,7 +228,7 @@ def record_events(self: Task, events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @app.task(name=names.SNAPSHOT_PROFILES, bind=True, **RETRY)
-def snapshot_profiles(self: Task) -> dict[str, Any]:
+def snapshot_profiles(self: Task[Any, Any]) -> dict[str, Any]:
     """Copy Redis profiles into the users index for inspection (run periodically by celery beat)."""
     from indexer.rebuild import snapshot_profiles as snapshot
 
@@ -226,6 +236,6 @@ def snapshot_profiles(self: Task) -> dict[str, Any]:
 
 
 @app.task(name=names.FLUSH_RECO_LOGS, bind=True, **RETRY)
-def flush_reco_logs(self: Task) -> dict[str, int]:
+def flush_reco_logs(self: Task[Any, Any]) -> dict[str, int]:
     """Bulk-write queued recommendation logs (run every few seconds by celery beat, and before events)."""
     return {"written": flush_logs(es(), redis(), get_settings())}

@@ -11,7 +11,7 @@ ADMIN = "admin-secret-01234567890"
 KEYS = f"reader:{READER}:read;writer:{WRITER}:read+write;ops:{ADMIN}:read+write+admin"
 
 
-def make_client(settings, **overrides):  # type: ignore[no-untyped-def]
+def make_client(settings, **overrides):
     from api import create_app
     from indexer.settings import load_settings
 

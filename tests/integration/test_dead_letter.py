@@ -11,6 +11,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_rejected_events_are_dead_lettered_and_replayable(fresh, worker, es, settings, redis_client):
+    from indexer import keys
     from indexer.lifecycle import alias_name
     from workers.cli import main
     from workers.tasks import record_events
@@ -20,7 +21,7 @@ def test_rejected_events_are_dead_lettered_and_replayable(fresh, worker, es, set
     bad = {**good, "event_id": "e-bad", "ts": "not a date"}  # the strict mapping refuses it
     result = record_events.delay([good, bad]).get(timeout=120)
     assert result["written"] == 1 and result["failed"][0]["id"] == "e-bad"
-    key = f"{settings.index_prefix}:events-dead-letter"
+    key = keys.key(settings.index_prefix, keys.EVENTS_DEAD_LETTER)
     entries = [json.loads(e) for e in redis_client.lrange(key, 0, -1)]
     assert [e["event_id"] for entry in entries for e in entry["events"]] == ["e-bad"]
     es.indices.refresh(index=alias_name(settings, "events"))

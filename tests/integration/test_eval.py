@@ -52,7 +52,7 @@ def write_dataset(directory: Path, seed: int = 3) -> tuple[Path, Path]:
     return items_path, events_path
 
 
-def test_eval_end_to_end_on_themed_data(tmp_path, es, redis_client, settings):  # type: ignore[no-untyped-def]
+def test_eval_end_to_end_on_themed_data(tmp_path, es, redis_client, settings):
     from indexer.lifecycle import list_versions
     from indexer.settings import load_settings
     from workers.cli import main

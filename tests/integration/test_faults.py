@@ -9,7 +9,8 @@ from functools import partial
 import pytest
 from celery import Celery
 
-from tests.conftest import PREFIX, WorkerProcess, drop_test_indices, run_stack
+from indexer import keys
+from tests.helpers import PREFIX, WorkerProcess, drop_test_indices, run_stack
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +19,7 @@ OUTAGE_S = int(os.environ.get("HYBRIDREC_OUTAGE_S", "15"))  # the issue asks ~30
 
 
 @pytest.fixture()
-def private(tmp_path, redis_client):  # type: ignore[no-untyped-def]
+def private(tmp_path, redis_client):
     from indexer.settings import load_settings
 
     env = {"HYBRIDREC_STATE_DIR": str(tmp_path / "stack"), "HYBRIDREC_ES_PORT": PORT,
@@ -28,7 +29,8 @@ def private(tmp_path, redis_client):  # type: ignore[no-untyped-def]
 
     hybridrec_env = {"HYBRIDREC_ES_URL": f"http://127.0.0.1:{PORT}", "HYBRIDREC_INDEX_PREFIX": f"{PREFIX}-f",
                      "HYBRIDREC_BROKER_URL": "redis://127.0.0.1:6379/15"}
-    settings = load_settings(es_url=hybridrec_env["HYBRIDREC_ES_URL"], index_prefix=hybridrec_env["HYBRIDREC_INDEX_PREFIX"],
+    settings = load_settings(es_url=hybridrec_env["HYBRIDREC_ES_URL"],
+                             index_prefix=hybridrec_env["HYBRIDREC_INDEX_PREFIX"],
                              broker_url=hybridrec_env["HYBRIDREC_BROKER_URL"])
     from redis import Redis
 
@@ -61,7 +63,8 @@ def test_es_outage_degrades_reads_and_loses_no_event(private, redis_client):
     client = create_app({"TESTING": True}, settings=settings).test_client()
     results = Celery(broker=settings.broker_url, backend=settings.broker_url)
 
-    task_ids = [client.post("/v1/events", json={"user_id": "ann", "item_id": "m0", "type": "like"}).get_json()["task_id"]]
+    like = {"user_id": "ann", "item_id": "m0", "type": "like"}
+    task_ids = [client.post("/v1/events", json=like).get_json()["task_id"]]
     before = client.get("/v1/users/ann/recommendations?k=5").get_json()
     assert before["degraded"] is False and before["items"]
 
@@ -98,11 +101,12 @@ def test_es_outage_degrades_reads_and_loses_no_event(private, redis_client):
     recovery_s = time.time() - restarted
     es.indices.refresh(index=lifecycle.alias_name(settings, "events"))
     stored = es.count(index=lifecycle.alias_name(settings, "events"))["count"]
-    assert stored == sent, (stored, sent, [(i["index"], i["docs.count"]) for i in es.cat.indices(format="json")], outcomes)  # 0 lost
+    counts = [(i["index"], i["docs.count"]) for i in es.cat.indices(format="json")]
+    assert stored == sent, (stored, sent, counts, outcomes)  # 0 lost
     from indexer.profile_store import ProfileStore
 
     store = ProfileStore(redis_client, settings)
-    assert redis_client.llen(f"{settings.index_prefix}:pending-profile") == 0
+    assert redis_client.llen(keys.key(settings.index_prefix, keys.PENDING_PROFILE)) == 0
     versions = sum(store.version(f"user{u}") for u in range(4))
     assert versions == sent - 1  # every deferred profile update was applied
     after = client.get("/v1/users/user1/recommendations?k=5").get_json()
@@ -143,8 +147,10 @@ def test_bulk_rejections_retry_only_the_rejected_documents(tmp_path):
         for t in threads:
             t.join()
         es.indices.refresh(index="rejections")
-        rejected = sum(n["thread_pool"]["write"]["rejected"] for n in es.nodes.stats(metric="thread_pool")["nodes"].values())
-        executed = es.indices.stats(index="rejections", metric="indexing")["_all"]["primaries"]["indexing"]["index_total"]
+        nodes = es.nodes.stats(metric="thread_pool")["nodes"].values()
+        rejected = sum(n["thread_pool"]["write"]["rejected"] for n in nodes)
+        stats = es.indices.stats(index="rejections", metric="indexing")
+        executed = stats["_all"]["primaries"]["indexing"]["index_total"]
         assert all(not r.failed for r in reports) and sum(r.ok for r in reports) == 9000
         assert es.count(index="rejections")["count"] == 9000
         assert rejected > 0, "the node never pushed back: the test proves nothing"
@@ -179,8 +185,9 @@ def test_redis_restart_profiles_rebuilt_from_events(tmp_path, es):
         worker.start()
         lifecycle.ensure_indices(es, settings)
         themes = ["space", "cooking", "garden", "football"]
-        index_items(es, settings, [Item(id=f"r{i}", title=f"{themes[i % 4]} story {i}", description=f"all about {themes[i % 4]}",
-                                        category=themes[i % 4], version=1) for i in range(24)], get_encoder(settings))
+        items = [Item(id=f"r{i}", title=f"{themes[i % 4]} story {i}", description=f"all about {themes[i % 4]}",
+                      category=themes[i % 4], version=1) for i in range(24)]
+        index_items(es, settings, items, get_encoder(settings))
         es.indices.refresh(index=lifecycle.alias_name(settings, "items"))
         client = create_app({"TESTING": True}, settings=settings).test_client()
         results = Celery(broker=settings.broker_url, backend=settings.broker_url)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -39,14 +39,14 @@ def history_events(users: int = 48, per_user: int = 8, seed: int = 5) -> list[di
             if n not in chosen:
                 chosen.append(n)
         for step, n in enumerate(chosen):
-            ts = datetime.fromtimestamp(start + u * 600 + step * 10, tz=timezone.utc).isoformat()
+            ts = datetime.fromtimestamp(start + u * 600 + step * 10, tz=UTC).isoformat()
             events.append({"event_id": f"u{u}-{step}", "user_id": f"u{u}", "item_id": f"{theme}.{n}",
                            "type": "like" if step % 2 else "view", "weight": 4.0 if step % 2 else 1.0, "ts": ts})
     return events
 
 
 @pytest.fixture()
-def trained(fresh, es, settings):  # type: ignore[no-untyped-def]
+def trained(fresh, es, settings):
     """A catalog, its event history in the events index, and a first model promoted."""
     from indexer.catalog import index_items
     from indexer.documents import validate_items
@@ -54,7 +54,7 @@ def trained(fresh, es, settings):  # type: ignore[no-untyped-def]
     from indexer.events import record_events
     from indexer.lifecycle import alias_name
     from indexer.promotion import promote
-    from indexer.training import TrainOptions, train
+    from indexer.training import train
 
     items, errors = validate_items(catalog(), max_text_chars=settings.max_text_chars)
     assert not errors
@@ -74,7 +74,7 @@ def fast_options(**overrides: Any) -> Any:
     return TrainOptions(**{**defaults, **overrides})
 
 
-def test_item_item_scores_equal_the_models_prediction(trained, es, settings):  # type: ignore[no-untyped-def]
+def test_item_item_scores_equal_the_models_prediction(trained, es, settings):
     from indexer import model_registry as registry
     from indexer import queries, search
     from indexer.filters import Filters
@@ -100,7 +100,7 @@ def test_item_item_scores_equal_the_models_prediction(trained, es, settings):  #
         assert want * (1 - 2 ** -8) - 1e-9 <= hit.score <= want * (1 + 1e-6), (hit.id, hit.score, want)
 
 
-def test_one_event_moves_the_next_response(trained, client):  # type: ignore[no-untyped-def]
+def test_one_event_moves_the_next_response(trained, client):
     first = client.post("/v1/events", json={"user_id": "newcomer", "item_id": "chess.0", "type": "like"})
     assert first.status_code == 202
     body = client.get("/v1/users/newcomer/recommendations?k=5&explain=true").get_json()
@@ -118,7 +118,7 @@ def test_one_event_moves_the_next_response(trained, client):  # type: ignore[no-
     assert any(item["category"] == "jazz" for item in after["items"][:3]), after["items"]
 
 
-def test_gate_refuses_a_worse_model_and_keeps_it_for_inspection(trained, es, settings):  # type: ignore[no-untyped-def]
+def test_gate_refuses_a_worse_model_and_keeps_it_for_inspection(trained, es, settings):
     from indexer import model_registry as registry
     from indexer.promotion import promote
     from indexer.training import train
@@ -133,7 +133,7 @@ def test_gate_refuses_a_worse_model_and_keeps_it_for_inspection(trained, es, set
     assert kept is not None and kept.state == "refused" and kept.info["metrics"]
 
 
-def test_promotion_under_reads_then_rollback(trained, es, settings, redis_client):  # type: ignore[no-untyped-def]
+def test_promotion_under_reads_then_rollback(trained, es, settings, redis_client):
     from indexer import model_registry as registry
     from indexer.clients import make_redis
     from indexer.promotion import promote, rollback
@@ -159,7 +159,7 @@ def test_promotion_under_reads_then_rollback(trained, es, settings, redis_client
                 body = reader.recommend("reader", ReadParams(k=5))
                 assert body["items"] and not body["degraded"]
                 served.append(body["model_version"])
-            except BaseException as exc:  # noqa: BLE001 - every failure is counted, none may happen
+            except BaseException as exc:  # every failure is counted, none may happen
                 failures.append(exc)
 
     thread = threading.Thread(target=loop)
@@ -185,7 +185,7 @@ def test_promotion_under_reads_then_rollback(trained, es, settings, redis_client
         rollback(es, settings)
 
 
-def test_a_new_item_gets_factors_from_its_content(trained, es, settings):  # type: ignore[no-untyped-def]
+def test_a_new_item_gets_factors_from_its_content(trained, es, settings):
     from indexer import model_registry as registry
     from indexer.catalog import index_items
     from indexer.cf_serving import ModelCache
@@ -205,11 +205,12 @@ def test_a_new_item_gets_factors_from_its_content(trained, es, settings):  # typ
     themes = {theme: artifacts.factors[[artifacts.item_ids.index(f"{theme}.{n}") for n in range(3)]].mean(axis=0)
               for theme in THEMES}
     # The content map puts the new item nearer its own theme's items than any other theme's.
-    sims = {theme: float(factors @ vec / (np.linalg.norm(factors) * np.linalg.norm(vec))) for theme, vec in themes.items()}
+    sims = {theme: float(factors @ vec / (np.linalg.norm(factors) * np.linalg.norm(vec)))
+            for theme, vec in themes.items()}
     assert max(sims, key=sims.get) == "space", sims  # type: ignore[arg-type]
 
 
-def test_killed_training_leaves_serving_intact(trained, es, settings, worker, tmp_path):  # type: ignore[no-untyped-def]
+def test_killed_training_leaves_serving_intact(trained, es, settings, worker, tmp_path):
     from indexer import model_registry as registry
     from workers.tasks import train as train_task
 
@@ -229,7 +230,7 @@ def test_killed_training_leaves_serving_intact(trained, es, settings, worker, tm
     assert registry.read_pointer(es, settings).version in (before.version, result["version"])
 
 
-def test_import_history_is_idempotent_and_keeps_liked_items_out_for_good(fresh, es, settings, redis_client, tmp_path):  # type: ignore[no-untyped-def]
+def test_import_history_is_idempotent_and_keeps_liked_items_out_for_good(fresh, es, settings, redis_client, tmp_path):
     import json
 
     from indexer.catalog import index_items
@@ -244,7 +245,7 @@ def test_import_history_is_idempotent_and_keeps_liked_items_out_for_good(fresh, 
     items, _ = validate_items(catalog(), max_text_chars=1000)
     index_items(es, settings, items, get_encoder(settings))
     es.indices.refresh(index=alias_name(settings, "items"))
-    old = datetime(2020, 3, 1, tzinfo=timezone.utc)  # years before the seen window
+    old = datetime(2020, 3, 1, tzinfo=UTC)  # years before the seen window
     lines = [{"user_id": "veteran", "item_id": f"jazz.{n}", "type": "like" if n < 3 else "view",
               "ts": old.replace(day=n + 1).isoformat()} for n in range(6)]
     lines.append({"user_id": "veteran", "item_id": "jazz.9", "type": "view"})  # no ts: refused

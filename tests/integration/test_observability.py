@@ -8,7 +8,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture()
-def catalog(fresh, es, settings):  # type: ignore[no-untyped-def]
+def catalog(fresh, es, settings):
     from indexer.catalog import index_items
     from indexer.documents import Item
     from indexer.encoder import get_encoder
@@ -36,7 +36,7 @@ def test_reco_logs_clicks_and_ctr_by_strategy(catalog, worker, client, es, setti
     for n in range(4):
         served.append(client.get(f"/v1/users/cold{n}/recommendations?k=3"))  # trending
     bodies = [r.get_json() for r in served]
-    assert all(r.headers["X-Request-ID"] == b["request_id"] for r, b in zip(served, bodies))
+    assert all(r.headers["X-Request-ID"] == b["request_id"] for r, b in zip(served, bodies, strict=True))
     assert [b["strategy"] for b in bodies] == ["rrf", "rrf", "linear"] + ["trending"] * 4
     # Clicks carrying request ids: 2 of the 2 rrf lists, 0 of the linear one, 1 of the 4 trending lists.
     clicks = [(bodies[0], "click"), (bodies[1], "purchase"), (bodies[3], "click"), (bodies[2], "view")]
@@ -74,7 +74,7 @@ def test_metrics_expose_latency_cache_and_queues(catalog, client):
 def test_worker_serves_task_metrics(fresh, worker):
     import urllib3
 
-    from tests.conftest import WORKER_METRICS_PORT
+    from tests.helpers import WORKER_METRICS_PORT
     from workers.tasks import index_items
 
     index_items.delay([{"id": "w1", "title": "metrics item", "version": 1}]).get(timeout=120)

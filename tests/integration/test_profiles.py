@@ -28,7 +28,7 @@ EVENTS = [
 
 
 @pytest.fixture()
-def catalog(fresh, es, settings):  # type: ignore[no-untyped-def]
+def catalog(fresh, es, settings):
     from indexer.catalog import index_items
     from indexer.documents import Item
     from indexer.encoder import get_encoder
@@ -39,7 +39,7 @@ def catalog(fresh, es, settings):  # type: ignore[no-untyped-def]
     es.indices.refresh(index=alias_name(settings, "items"))
 
 
-def recommendations(client, user):  # type: ignore[no-untyped-def]
+def recommendations(client, user):
     body = client.get(f"/v1/users/{user}/recommendations?k=5").get_json()
     return [i["id"] for i in body["items"]], body
 

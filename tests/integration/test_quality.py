@@ -15,7 +15,7 @@ SAMPLE_SEED = 11
 
 
 @pytest.fixture(scope="module")
-def movielens_sample():  # type: ignore[no-untyped-def]
+def movielens_sample():
     import random
 
     from eval.datasets import Dataset, load_ml100k
@@ -27,7 +27,7 @@ def movielens_sample():  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("protocol", ["recbole", "temporal"])
-def test_default_beats_popularity_and_item_item_alone(movielens_sample, es, redis_client, settings, protocol):  # type: ignore[no-untyped-def]
+def test_default_beats_popularity_and_item_item_alone(movielens_sample, es, redis_client, settings, protocol):
     from eval.cli import drop_indices
     from eval.harness import EvalOptions, Harness
     from eval.strategies import default_strategies

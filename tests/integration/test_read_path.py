@@ -10,36 +10,90 @@ pytestmark = pytest.mark.integration
 
 # id, title, description, category, tags, price, in_stock, popularity. The id prefix is the theme.
 CATALOG = [
-    ("space-1", "Voyage to the Andromeda Galaxy", "A science fiction novel about a starship crew exploring distant galaxies.", "books", ["space", "scifi"], 14.0, True, 30),
-    ("space-2", "Mars Colony Chronicles", "Astronauts build the first human colony on the red planet Mars.", "books", ["space", "scifi"], 18.0, True, 20),
-    ("space-3", "Beginner Astronomy Telescope", "A refracting telescope for viewing planets, the moon and star clusters.", "gear", ["space", "astronomy"], 149.0, True, 40),
-    ("space-4", "Star Atlas of the Night Sky", "Maps of constellations, nebulae and galaxies for stargazers.", "books", ["space", "astronomy"], 25.0, False, 10),
-    ("space-5", "Rocket Science Documentary", "The history of space rockets, from the Apollo moon landing to reusable boosters.", "media", ["space", "history"], 12.0, True, 15),
-    ("space-6", "Alien Invasion Film Box Set", "Science fiction movies about spaceships and extraterrestrial invaders.", "media", ["space", "scifi"], 35.0, True, 25),
-    ("cook-1", "Italian Pasta Cookbook", "Recipes for fresh pasta, tomato sauces and lasagne from Italian kitchens.", "books", ["cooking", "italian"], 22.0, True, 35),
-    ("cook-2", "Cast Iron Frying Pan", "A heavy skillet for searing steak, frying eggs and baking cornbread.", "gear", ["cooking", "kitchen"], 45.0, True, 50),
-    ("cook-3", "Baking Bread at Home", "Sourdough starters, kneading dough and baking crusty loaves of bread.", "books", ["cooking", "baking"], 19.0, True, 18),
-    ("cook-4", "Chef Knife Set", "Sharp stainless steel kitchen knives for chopping vegetables and slicing meat.", "gear", ["cooking", "kitchen"], 89.0, False, 22),
-    ("cook-5", "Spicy Curry Recipes", "Indian curries, spice blends and rice dishes for home cooks.", "books", ["cooking", "indian"], 16.0, True, 12),
-    ("cook-6", "Cooking Show Season One", "A television cooking competition where chefs prepare dinner dishes.", "media", ["cooking", "tv"], 20.0, True, 8),
-    ("garden-1", "Vegetable Gardening Guide", "How to grow tomatoes, carrots and lettuce in raised garden beds.", "books", ["gardening", "vegetables"], 21.0, True, 28),
-    ("garden-2", "Stainless Steel Garden Trowel", "A hand trowel for digging soil, planting bulbs and transplanting seedlings.", "gear", ["gardening", "tools"], 15.0, True, 33),
-    ("garden-3", "Rose Pruning Shears", "Sharp secateurs for pruning roses, shrubs and flowering plants.", "gear", ["gardening", "tools"], 29.0, False, 9),
-    ("garden-4", "Organic Compost Handbook", "Turn kitchen scraps and leaves into rich compost for garden soil.", "books", ["gardening", "organic"], 13.0, True, 11),
-    ("garden-5", "Flower Seeds Collection", "Seeds of sunflowers, tulips and wildflowers to plant in spring.", "gear", ["gardening", "flowers"], 9.0, True, 45),
-    ("garden-6", "Gardening Through the Seasons", "A documentary about planting, weeding and harvesting a garden all year.", "media", ["gardening", "tv"], 17.0, True, 7),
-    ("foot-1", "Leather Football", "A match ball for soccer training and league games on grass pitches.", "gear", ["football", "training"], 30.0, True, 60),
-    ("foot-2", "Goalkeeper Gloves", "Padded gloves that help a goalkeeper catch and punch the ball.", "gear", ["football", "goalkeeping"], 40.0, True, 14),
-    ("foot-3", "History of the World Cup", "The story of football's greatest tournament, its teams and legendary goals.", "books", ["football", "history"], 24.0, True, 19),
-    ("foot-4", "Football Boots with Studs", "Lightweight soccer cleats for grip on wet grass fields.", "gear", ["football", "shoes"], 75.0, False, 27),
-    ("foot-5", "Tactics of Modern Soccer", "Formations, pressing and passing strategies used by top football coaches.", "books", ["football", "coaching"], 27.0, True, 6),
-    ("foot-6", "Season Highlights DVD", "The best goals, saves and matches of the football league season.", "media", ["football", "tv"], 11.0, True, 16),
+    ("space-1", "Voyage to the Andromeda Galaxy",
+     "A science fiction novel about a starship crew exploring distant galaxies.",
+     "books", ["space", "scifi"], 14.0, True, 30),
+    ("space-2", "Mars Colony Chronicles",
+     "Astronauts build the first human colony on the red planet Mars.",
+     "books", ["space", "scifi"], 18.0, True, 20),
+    ("space-3", "Beginner Astronomy Telescope",
+     "A refracting telescope for viewing planets, the moon and star clusters.",
+     "gear", ["space", "astronomy"], 149.0, True, 40),
+    ("space-4", "Star Atlas of the Night Sky",
+     "Maps of constellations, nebulae and galaxies for stargazers.",
+     "books", ["space", "astronomy"], 25.0, False, 10),
+    ("space-5", "Rocket Science Documentary",
+     "The history of space rockets, from the Apollo moon landing to reusable boosters.",
+     "media", ["space", "history"], 12.0, True, 15),
+    ("space-6", "Alien Invasion Film Box Set",
+     "Science fiction movies about spaceships and extraterrestrial invaders.",
+     "media", ["space", "scifi"], 35.0, True, 25),
+    ("cook-1", "Italian Pasta Cookbook",
+     "Recipes for fresh pasta, tomato sauces and lasagne from Italian kitchens.",
+     "books", ["cooking", "italian"], 22.0, True, 35),
+    ("cook-2", "Cast Iron Frying Pan",
+     "A heavy skillet for searing steak, frying eggs and baking cornbread.",
+     "gear", ["cooking", "kitchen"], 45.0, True, 50),
+    ("cook-3", "Baking Bread at Home",
+     "Sourdough starters, kneading dough and baking crusty loaves of bread.",
+     "books", ["cooking", "baking"], 19.0, True, 18),
+    ("cook-4", "Chef Knife Set",
+     "Sharp stainless steel kitchen knives for chopping vegetables and slicing meat.",
+     "gear", ["cooking", "kitchen"], 89.0, False, 22),
+    ("cook-5", "Spicy Curry Recipes",
+     "Indian curries, spice blends and rice dishes for home cooks.",
+     "books", ["cooking", "indian"], 16.0, True, 12),
+    ("cook-6", "Cooking Show Season One",
+     "A television cooking competition where chefs prepare dinner dishes.",
+     "media", ["cooking", "tv"], 20.0, True, 8),
+    ("garden-1", "Vegetable Gardening Guide",
+     "How to grow tomatoes, carrots and lettuce in raised garden beds.",
+     "books", ["gardening", "vegetables"], 21.0, True, 28),
+    ("garden-2", "Stainless Steel Garden Trowel",
+     "A hand trowel for digging soil, planting bulbs and transplanting seedlings.",
+     "gear", ["gardening", "tools"], 15.0, True, 33),
+    ("garden-3", "Rose Pruning Shears",
+     "Sharp secateurs for pruning roses, shrubs and flowering plants.",
+     "gear", ["gardening", "tools"], 29.0, False, 9),
+    ("garden-4", "Organic Compost Handbook",
+     "Turn kitchen scraps and leaves into rich compost for garden soil.",
+     "books", ["gardening", "organic"], 13.0, True, 11),
+    ("garden-5", "Flower Seeds Collection",
+     "Seeds of sunflowers, tulips and wildflowers to plant in spring.",
+     "gear", ["gardening", "flowers"], 9.0, True, 45),
+    ("garden-6", "Gardening Through the Seasons",
+     "A documentary about planting, weeding and harvesting a garden all year.",
+     "media", ["gardening", "tv"], 17.0, True, 7),
+    ("foot-1", "Leather Football",
+     "A match ball for soccer training and league games on grass pitches.",
+     "gear", ["football", "training"], 30.0, True, 60),
+    ("foot-2", "Goalkeeper Gloves",
+     "Padded gloves that help a goalkeeper catch and punch the ball.",
+     "gear", ["football", "goalkeeping"], 40.0, True, 14),
+    ("foot-3", "History of the World Cup",
+     "The story of football's greatest tournament, its teams and legendary goals.",
+     "books", ["football", "history"], 24.0, True, 19),
+    ("foot-4", "Football Boots with Studs",
+     "Lightweight soccer cleats for grip on wet grass fields.",
+     "gear", ["football", "shoes"], 75.0, False, 27),
+    ("foot-5", "Tactics of Modern Soccer",
+     "Formations, pressing and passing strategies used by top football coaches.",
+     "books", ["football", "coaching"], 27.0, True, 6),
+    ("foot-6", "Season Highlights DVD",
+     "The best goals, saves and matches of the football league season.",
+     "media", ["football", "tv"], 11.0, True, 16),
     # The fusion trio for q=lantern: the novel has the word in its title (BM25 wins by far) but is not
     # about lamps; the camping light says "lantern" once and is the nearest vector; the head torch has
     # no "lantern" at all but is semantically close, so it pushes the novel to vector rank 3.
-    ("lantern-novel", "Murder at the Lantern Inn", "A detective mystery novel set in Victorian London.", "books", ["mystery"], 12.0, True, 5),
-    ("camp-light", "Camping Light", "A battery powered lantern that lights up your tent at night on camping trips.", "gear", ["camping"], 25.0, True, 5),
-    ("head-torch", "LED Head Torch", "A bright flashlight worn on the head for night hikes and caving.", "gear", ["camping"], 19.0, True, 5),
+    ("lantern-novel", "Murder at the Lantern Inn",
+     "A detective mystery novel set in Victorian London.",
+     "books", ["mystery"], 12.0, True, 5),
+    ("camp-light", "Camping Light",
+     "A battery powered lantern that lights up your tent at night on camping trips.",
+     "gear", ["camping"], 25.0, True, 5),
+    ("head-torch", "LED Head Torch",
+     "A bright flashlight worn on the head for night hikes and caving.",
+     "gear", ["camping"], 19.0, True, 5),
 ]
 BY_ID = {row[0]: row for row in CATALOG}
 ALL_IDS = set(BY_ID)
@@ -50,7 +104,7 @@ def theme(item_id: str) -> str:
 
 
 @pytest.fixture()
-def catalog(fresh, es, settings):  # type: ignore[no-untyped-def]
+def catalog(fresh, es, settings):
     from indexer.catalog import index_items
     from indexer.documents import Item
     from indexer.encoder import get_encoder
@@ -63,13 +117,13 @@ def catalog(fresh, es, settings):  # type: ignore[no-untyped-def]
     es.indices.refresh(index=alias_name(settings, "items"))
 
 
-def get(client, url: str, **params) -> dict:  # type: ignore[no-untyped-def]
+def get(client, url: str, **params) -> dict:
     response = client.get(url, query_string=params)
     assert response.status_code == 200, response.get_json()
     return response.get_json()
 
 
-def recs(client, user: str, **params) -> dict:  # type: ignore[no-untyped-def]
+def recs(client, user: str, **params) -> dict:
     return get(client, f"/v1/users/{user}/recommendations", **params)
 
 
@@ -77,7 +131,7 @@ def ids(body: dict) -> list[str]:
     return [item["id"] for item in body["items"]]
 
 
-def send(client, *events: tuple[str, str, str]) -> dict:  # type: ignore[no-untyped-def]
+def send(client, *events: tuple[str, str, str]) -> dict:
     response = client.post("/v1/events", json={"events": [{"user_id": u, "item_id": i, "type": t}
                                                            for u, i, t in events]})
     assert response.status_code == 202, response.get_json()
@@ -247,14 +301,17 @@ INVALID = [
     ("get", "/v1/users/u1/recommendations?k=0", None, "k:"),
     ("get", "/v1/users/u1/recommendations?k=1000", None, "k:"),
     ("get", "/v1/users/u1/recommendations?colour=red", None, "colour"),
-    ("get", "/v1/users/u1/recommendations?price_min=50&price_max=10", None, "price_min (50.0) is greater than price_max"),
+    ("get", "/v1/users/u1/recommendations?price_min=50&price_max=10", None,
+     "price_min (50.0) is greater than price_max"),
     ("get", "/v1/users/u1/recommendations?fusion=foo", None, "fusion"),
     ("get", "/v1/users/u1/recommendations?in_stock=maybe", None, "in_stock"),
     ("get", "/v1/users/u1/recommendations?price_max=inf", None, "price_max: Input should be a finite number"),
     ("get", "/v1/search?q=%20%20", None, "q (the search text) is required"),
     ("get", "/v1/search", None, "q (the search text) is required"),
     ("get", "/v1/items/space-1/similar?q=rockets", None, "similar items take neither q nor user_id"),
-    ("post", "/v1/events", {"user_id": "u1", "item_id": "space-1", "type": "teleport"}, "unknown event type 'teleport'"),
+    ("post", "/v1/events", {"user_id": "u1",
+     "item_id": "space-1",
+     "type": "teleport"}, "unknown event type 'teleport'"),
     ("post", "/v1/events", {"user_id": "u1", "type": "like"}, "item_id"),
     ("post", "/v1/events", {"user_id": "u1", "item_id": "space-1", "type": "like", "ts": "2100-01-01T00:00:00Z"},
      "is in the future"),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import stack_script
+from tests.helpers import stack_script
 
 pytestmark = pytest.mark.integration
 

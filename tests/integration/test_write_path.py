@@ -102,6 +102,7 @@ def test_bad_items_are_reported_and_good_items_of_the_batch_indexed(fresh, worke
     assert "id" in problems[2] and "title" in problems[3] and "price" in problems[4]
     assert "colour" in problems[5] and "limit" in problems[6]
     from celery.result import AsyncResult
+
     from workers.celery_app import app as celery_app
 
     for task_id in body["task_ids"]:
@@ -121,6 +122,7 @@ def test_delete_removes_item_from_bm25_and_knn(fresh, worker, es, settings, clie
     response = client.delete("/v1/items/it0")
     assert response.status_code == 202
     from celery.result import AsyncResult
+
     from workers.celery_app import app as celery_app
 
     AsyncResult(response.get_json()["task_ids"][0], app=celery_app).get(timeout=60)
@@ -147,7 +149,7 @@ def test_reindex_under_reads_has_no_failed_read_and_keeps_counts(fresh, worker, 
                 if not hits["hits"]["hits"]:
                     failures.append("empty result")
                 reads += 1
-            except Exception as exc:  # noqa: BLE001 - the test counts any failed read
+            except Exception as exc:  # the test counts any failed read
                 failures.append(repr(exc))
 
     thread = threading.Thread(target=reader)

@@ -6,7 +6,12 @@ import pytest
 from scipy.sparse import csr_matrix
 
 from indexer.cf_models import (
-    fit_als, fit_cooccurrence_neighbours, fit_ease, fit_ridge_map, fold_in, interaction_matrix,
+    fit_als,
+    fit_cooccurrence_neighbours,
+    fit_ease,
+    fit_ridge_map,
+    fold_in,
+    interaction_matrix,
     prune_rows,
 )
 
@@ -57,7 +62,7 @@ def test_prune_rows_keeps_the_k_strongest_positive_weights() -> None:
                                [pytest.approx(0.3), 0.0, pytest.approx(0.1), 0.0, 0.0]]
     # What each target item j stores: its column, {source i: B[i, j]}.
     columns = prune_rows(b, 2).matrix.tocsc()
-    per_target = [dict(zip(columns[:, j].indices.tolist(), columns[:, j].data.tolist())) for j in range(5)]
+    per_target = [dict(zip(columns[:, j].indices.tolist(), columns[:, j].data.tolist(), strict=True)) for j in range(5)]
     assert set(per_target[4]) == {0} and set(per_target[0]) == {1} and per_target[2] == {1: pytest.approx(0.1)}
 
 

@@ -7,8 +7,18 @@ from collections import Counter
 import pytest
 
 from eval.datasets import Dataset, Interaction, parse_atomic, recbole_interactions
-from eval.metrics import (coverage, hit_at_k, mean_rows, mrr_at_k, ndcg_at_k, paired_difference, percentile,
-                          precision_at_k, ranking_metrics, recall_at_k)
+from eval.metrics import (
+    coverage,
+    hit_at_k,
+    mean_rows,
+    mrr_at_k,
+    ndcg_at_k,
+    paired_difference,
+    percentile,
+    precision_at_k,
+    ranking_metrics,
+    recall_at_k,
+)
 from eval.protocols import group_by_user, ratio_counts, split_leave_last_out, split_ratio
 from eval.strategies import history_text
 

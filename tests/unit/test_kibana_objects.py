@@ -187,7 +187,7 @@ class FakeKibana(ThreadingHTTPServer):
 class KibanaHandler(BaseHTTPRequestHandler):
     server: FakeKibana
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:  # http.server calls do_<METHOD>
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.requests.append({"method": "POST", "path": self.path, "headers": self.headers,
                                      "body": body})

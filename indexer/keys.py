@@ -1,0 +1,33 @@
+"""Every Redis key the project uses: one named constant per kind, composed by `key` (nobody formats one inline).
+
+A key is `<index prefix>:<kind>[:<part>...]`, so that one deployment's keys share its index prefix and
+test runs and demo stacks on one Redis never meet.
+"""
+from __future__ import annotations
+
+# Per user (indexer.profile_store): the profile hash, the seen set, the recent positive items.
+PROFILE = "profile"
+SEEN = "seen"
+HISTORY = "history"
+# Shared by all users (indexer.profile_store): trending scores, profile updates deferred while
+# Elasticsearch was down.
+TRENDING = "trending"
+PENDING_PROFILE = "pending-profile"
+# Response caches (indexer.response_cache) and cached query embeddings (indexer.recommender).
+RECO = "reco"
+RECO_LAST = "reco-last"
+QUERY_VECTOR = "qvec"
+# Served-list log lines waiting to be bulk-written (indexer.reco_logs).
+RECO_LOG_QUEUE = "reco-log-queue"
+# Event batches that exhausted their retries (workers.tasks writes, `hybridrec events replay` reads).
+EVENTS_DEAD_LETTER = "events-dead-letter"
+# Flask-Limiter's counters (api.auth): a key prefix, the limiter appends its own parts.
+RATE_LIMIT = "ratelimit"
+# One task of a kind at a time (workers.tasks.task_lock).
+REINDEX_LOCK = "reindex-lock"
+MODEL_LOCK = "model-lock"
+
+
+def key(prefix: str, kind: str, *parts: object) -> str:
+    """The Redis key of this kind under the index prefix; `parts` (a user id, a digest) follow in order."""
+    return ":".join([prefix, kind, *(str(part) for part in parts)])

@@ -1,0 +1,1 @@
+"""Index definitions (*.json) and Kibana saved objects (kibana/), shipped with the package as data."""

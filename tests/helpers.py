@@ -1,0 +1,79 @@
+"""Helpers the tests share (conftest.py holds only fixtures): the run's index prefix, the stack script,
+index clean-up and a real Celery worker subprocess."""
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# This run's own index prefix (conftest.py puts it in the environment before any setting is read).
+PREFIX = f"hrtest-{secrets.token_hex(3)}"
+REPO = Path(__file__).resolve().parent.parent
+WORKER_METRICS_PORT = 9809
+
+
+def stack_script(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run scripts/stack.sh with these HYBRIDREC_* overrides (a private node, Redis or state folder)."""
+    return subprocess.run(["bash", str(REPO / "scripts" / "stack.sh"), *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=240)
+
+
+def run_stack(env: dict[str, str], *args: str) -> None:
+    done = stack_script(env, *args)
+    assert done.returncode == 0, done.stderr
+
+
+def drop_test_indices(client, pattern: str = f"{PREFIX}-*") -> None:
+    """Delete every index of this run (wildcard deletes are refused by default, so name them)."""
+    names = list(client.indices.get(index=pattern, ignore_unavailable=True, allow_no_indices=True).body)
+    if names:
+        client.indices.delete(index=names)
+
+
+class WorkerProcess:
+    """A real `celery worker` subprocess on the test broker."""
+
+    def __init__(self, log_path: Path, env: dict[str, str] | None = None, name: str = "main") -> None:
+        self.log_path = log_path
+        self.env = {**os.environ, **(env or {})}
+        self.name = name
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:  # the worker writes to its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--loglevel=INFO",
+                 "--concurrency=1", "-Q", "embed,index,events,train", "--hostname", f"{PREFIX}-{self.name}@%h",
+                 "--without-gossip", "--without-mingle"],
+                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env,
+            )
+        from celery import Celery
+
+        app = Celery(broker=self.env["HYBRIDREC_BROKER_URL"])  # ping on the broker this worker listens to
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited early, see {self.log_path}")
+            replies = app.control.ping(timeout=1.0) or []
+            if any(f"{PREFIX}-{self.name}@" in name for reply in replies for name in reply):
+                return
+        self.kill()  # never leave a stray worker consuming this broker after a failed start
+        raise RuntimeError(f"celery worker did not answer a ping within 90 s, see {self.log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and its pool children)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
