@@ -13,7 +13,8 @@ from pathlib import Path
 # This run's own index prefix (conftest.py puts it in the environment before any setting is read).
 PREFIX = f"hrtest-{secrets.token_hex(3)}"
 REPO = Path(__file__).resolve().parent.parent
-WORKER_METRICS_PORT = 9809
+# Overridable so that two test runs on one machine do not read each other's worker metrics.
+WORKER_METRICS_PORT = int(os.environ.get("HYBRIDREC_TEST_WORKER_METRICS_PORT", "9809"))
 
 
 def stack_script(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
