@@ -48,7 +48,8 @@ def _rewrite(model: ServingModel, hit: dict[str, Any], index: str) -> dict[str, 
         neighbours = {model.artifacts.item_ids[i]: float(w)
                       for i, w in zip(model.incoming.indices[start:end], model.incoming.data[start:end])}
     else:
-        factors, neighbours = model.cold_factors(source.get("embedding")), None
+        factors = model.cold_factors(source.get("embedding"))
+        neighbours = model.cold_neighbours(factors)
     source.update(slot_fields(model.slot, model.version, factors, neighbours))
     return {"_op_type": "index", "_index": index, "_id": hit["_id"], "_source": source,
             "version": hit["_version"], "version_type": "external_gte"}
