@@ -242,17 +242,19 @@ class Harness:
                 "factors": self._factor_norms(cold) if self.model_version is not None else None}
 
     def _factor_norms(self, cold: set[str]) -> dict[str, Any]:
-        """From Elasticsearch: how many cold and warm items carry a factor vector in the serving slot, and
-        the norms of those vectors (max_inner_product ranks by u . v, so a norm is a per-item boost)."""
+        """From Elasticsearch: how many cold and warm items carry a factor vector and item-item weights in
+        the serving slot, and the vectors' norms (max_inner_product ranks by u . v: a norm is a boost)."""
         model = self.engine.models.serving()
         if model is None:
             return {}
         norms: dict[bool, list[float]] = {True: [], False: []}
         missing = {True: 0, False: 0}
+        with_neighbours = {True: 0, False: 0}
         for hit in scan(self.es, index=self.index, query={"query": {"match_all": {}}}, size=1000,
-                        source_includes=[model.factors_field]):
+                        source_includes=[model.factors_field, model.neighbours_field]):
             vector = (hit.get("_source") or {}).get(model.factors_field)
             is_cold = hit["_id"] in cold
+            with_neighbours[is_cold] += bool((hit.get("_source") or {}).get(model.neighbours_field))
             if vector:
                 norms[is_cold].append(float(np.linalg.norm(vector)))
             else:
@@ -262,7 +264,8 @@ class Harness:
                     "p50": percentile(values, 50), "p90": percentile(values, 90)}
         return {"slot_field": model.factors_field, "cold_with_factors": len(norms[True]),
                 "cold_without_factors": missing[True], "warm_with_factors": len(norms[False]),
-                "warm_without_factors": missing[False], "cold_norm": summary(norms[True]),
+                "warm_without_factors": missing[False], "cold_with_neighbours": with_neighbours[True],
+                "warm_with_neighbours": with_neighbours[False], "cold_norm": summary(norms[True]),
                 "warm_norm": summary(norms[False])}
 
     def _users(self, data: Split, options: EvalOptions) -> list[str]:

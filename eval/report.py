@@ -89,7 +89,9 @@ def _cold_section(cold: dict[str, Any] | None) -> list[str]:
     if factors:
         out += ["", f"Serving slot `{factors['slot_field']}`: {factors['cold_with_factors']} cold items carry "
                     f"factors ({factors['cold_without_factors']} without), {factors['warm_with_factors']} warm "
-                    f"({factors['warm_without_factors']} without); factor norm mean / p50 / p90: cold "
+                    f"({factors['warm_without_factors']} without); item-item weights: "
+                    f"{factors.get('cold_with_neighbours', '-')} cold, {factors.get('warm_with_neighbours', '-')} warm; "
+                    f"factor norm mean / p50 / p90: cold "
                     f"{factors['cold_norm']['mean']:.3f} / {factors['cold_norm']['p50']:.3f} / "
                     f"{factors['cold_norm']['p90']:.3f}, warm {factors['warm_norm']['mean']:.3f} / "
                     f"{factors['warm_norm']['p50']:.3f} / {factors['warm_norm']['p90']:.3f}."]
