@@ -50,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument("--linear-w-bm25", type=float, default=LINEAR_W_BM25)
     run_group.add_argument("--linear-w-user", type=float, default=LINEAR_W_USER)
     run_group.add_argument("--no-als", action="store_true", help="leave out the ALS reference")
+    run_group.add_argument("--strategies", help="comma-separated strategy names to run (default: all), "
+                                                "e.g. popularity,vector,latent,default for a quick look")
+    run_group.add_argument("--cold-items", type=float, default=0.0, metavar="FRACTION",
+                           help="hide every interaction of a seeded random FRACTION of the items (e.g. 0.1) from "
+                                "the events, profiles and model, and also score every strategy on those items "
+                                "alone (the 'cold items' section)")
     out = parser.add_argument_group("where")
     out.add_argument("--prefix", default=DEFAULT_PREFIX,
                      help="index prefix and Redis key prefix of the evaluation (its indices are dropped before "
@@ -98,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     if args.prefix == get_settings().index_prefix:
         raise SystemExit(f"hybridrec eval: --prefix {args.prefix} is the live prefix; the evaluation drops its "
                          f"indices, so give it its own")
+    if not 0.0 <= args.cold_items < 1.0:
+        raise SystemExit(f"hybridrec eval: --cold-items is a share of the items in [0, 1), got {args.cold_items}")
     started = time.perf_counter()
     dataset = load_dataset(args)
     overrides: dict[str, Any] = {"index_prefix": args.prefix}
@@ -107,8 +115,15 @@ def run(args: argparse.Namespace) -> int:
     es = make_es(settings, timeout=60)
     drop_indices(es, settings)
     harness = Harness(settings, dataset)
-    options = EvalOptions(target=args.target, seed=args.seed, max_users=args.max_users,
-                          strategies=default_strategies(args.linear_w_bm25, args.linear_w_user, not args.no_als))
+    strategies = default_strategies(args.linear_w_bm25, args.linear_w_user, not args.no_als)
+    if args.strategies:
+        wanted = [name.strip() for name in args.strategies.split(",") if name.strip()]
+        unknown = sorted(set(wanted) - {s.name for s in strategies})
+        if unknown:
+            raise SystemExit(f"hybridrec eval: unknown strategies {unknown}; known: {[s.name for s in strategies]}")
+        strategies = [s for s in strategies if s.name in wanted]
+    options = EvalOptions(target=args.target, seed=args.seed, max_users=args.max_users, strategies=strategies,
+                          cold_items=args.cold_items)
     protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
     try:
         runs = [harness.run_protocol(protocol, options) for protocol in protocols]
@@ -121,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
         "dropped_interactions": dataset.dropped,
         "settings": {"model": get_encoder(settings).model_id, "half_life_days": settings.half_life_days,
                      "vector_index_type": settings.vector_index_type, "like_threshold": args.like_threshold,
-                     "seed": args.seed, "linear_w_bm25": args.linear_w_bm25, "linear_w_user": args.linear_w_user},
+                     "seed": args.seed, "linear_w_bm25": args.linear_w_bm25, "linear_w_user": args.linear_w_user,
+                     "cold_items": args.cold_items},
         "protocols": runs, "wall_s": round(time.perf_counter() - started, 1),
     }
     paths = write_all(results, args.out)

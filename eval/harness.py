@@ -11,12 +11,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+from elasticsearch.helpers import scan
 
 from eval.als import GRID, AlsConfig, AlsModel, select_als
 from eval.datasets import Dataset, Interaction
 from eval.ease import EaseReference, select_ease
 from eval.metrics import KS, coverage, mean_rows, paired_difference, percentile, ranking_metrics
-from eval.protocols import Split, split
+from eval.protocols import Split, choose_cold_items, cold_targets, hide_items, split
 from eval.strategies import Strategy, default_strategies, history_text
 from indexer import search
 from indexer.catalog import index_items
@@ -42,6 +43,8 @@ VECTOR_BATCH = 500
 # adds over its parts.
 PAIRS = (("default", "item-item"), ("default", "latent"), ("default", "popularity"), ("default", "hybrid-rrf"),
          ("hybrid-rrf", "hybrid-linear"), ("hybrid-rrf", "vector"))
+# The cold-item section's paired differences: does the default beat content-only and popularity there.
+COLD_PAIRS = (("default", "vector"), ("default", "popularity"), ("latent", "vector"))
 
 
 @dataclass
@@ -52,6 +55,9 @@ class EvalOptions:
     strategies: list[Strategy] = field(default_factory=default_strategies)
     als_grid: Sequence[AlsConfig] = GRID
     ks: tuple[int, ...] = KS
+    # The cold-item experiment: hide every interaction of this seeded share of the items from everything
+    # the system sees, then also score each strategy on those items alone (eval/README.md, "Cold items").
+    cold_items: float = 0.0
 
 
 class Harness:
@@ -160,6 +166,8 @@ class Harness:
     def run_protocol(self, protocol: str, options: EvalOptions) -> dict[str, Any]:
         started = time.perf_counter()
         data = split(protocol, self.dataset.interactions, seed=options.seed)
+        cold = choose_cold_items(self.dataset.interactions, options.cold_items, options.seed)
+        data = hide_items(data, cold)  # nothing below sees an event on a cold item
         history = {u: data.history(u, options.target) for u in data.train}
         popularity = Counter(item for events in history.values() for item in dict.fromkeys(e.item_id for e in events))
         indexing = self.index_catalog(popularity)
@@ -173,6 +181,7 @@ class Harness:
         k = max(options.ks)
         rows: dict[str, Any] = {}
         per_user: dict[str, list[dict[str, float]]] = {}
+        lists: dict[str, dict[str, list[str]]] = {}
         references: dict[str, Any] = {}
         item_ids = [str(i["id"]) for i in self.dataset.items]
         for strategy in options.strategies:
@@ -195,14 +204,70 @@ class Harness:
                 recommend = self._popularity(seen, k)
             else:
                 recommend = self._engine(strategy, queries, k)
-            rows[strategy.name], per_user[strategy.name] = self._score(strategy, users, recommend, relevant,
-                                                                       options.ks)
+            rows[strategy.name], per_user[strategy.name], lists[strategy.name] = self._score(
+                strategy, users, recommend, relevant, options.ks)
         key = f"ndcg@{min(options.ks)}"
         paired = {f"{a} - {b}": paired_difference([r[key] for r in per_user[a]], [r[key] for r in per_user[b]])
                   for a, b in PAIRS if a in per_user and b in per_user}
-        return {"protocol": protocol, "target": options.target, "users": len(users), "profiles": profiles,
-                "history_events": written, "indexing": indexing, "model": model, "references": references,
-                "strategies": rows, "paired": {key: paired}, "seconds": round(time.perf_counter() - started, 1)}
+        out = {"protocol": protocol, "target": options.target, "users": len(users), "profiles": profiles,
+               "history_events": written, "indexing": indexing, "model": model, "references": references,
+               "strategies": rows, "paired": {key: paired}}
+        if cold:
+            out["cold_items"] = self._cold_report(cold, options, relevant, lists)
+        out["seconds"] = round(time.perf_counter() - started, 1)
+        return out
+
+    def _cold_report(self, cold: set[str], options: EvalOptions, relevant: Mapping[str, set[str]],
+                     lists: Mapping[str, Mapping[str, list[str]]]) -> dict[str, Any]:
+        """Every strategy scored on the cold items alone (relevant = a user's target items that are cold;
+        users with none are skipped), how often its top 10 shows any cold item, and what the serving
+        slot holds for the cold items (their mapped factors) against the warm ones."""
+        targets = cold_targets(relevant, cold)
+        users = sorted(targets)
+        small = min(options.ks)
+        strategies: dict[str, Any] = {}
+        per_user: dict[str, list[dict[str, float]]] = {}
+        for name, by_user in lists.items():
+            per_user[name] = [ranking_metrics(by_user[u], targets[u], options.ks) for u in users]
+            shown = [i for u in by_user for i in by_user[u][:small] if i in cold]
+            strategies[name] = {"metrics": mean_rows(per_user[name]),
+                                f"cold_share@{small}":
+                                    len(shown) / max(1, sum(len(v[:small]) for v in by_user.values())),
+                                f"cold_coverage@{small}": len(set(shown)) / len(cold)}
+        paired = {f"{a} - {b}": {metric: paired_difference([r[metric] for r in per_user[a]],
+                                                           [r[metric] for r in per_user[b]])
+                                 for metric in (f"recall@{small}", f"ndcg@{small}")}
+                  for a, b in COLD_PAIRS if a in per_user and b in per_user}
+        return {"fraction": options.cold_items, "seed": options.seed, "items": len(cold), "users": len(users),
+                "targets": sum(len(t) for t in targets.values()), "strategies": strategies, "paired": paired,
+                "factors": self._factor_norms(cold) if self.model_version is not None else None}
+
+    def _factor_norms(self, cold: set[str]) -> dict[str, Any]:
+        """From Elasticsearch: how many cold and warm items carry a factor vector and item-item weights in
+        the serving slot, and the vectors' norms (max_inner_product ranks by u . v: a norm is a boost)."""
+        model = self.engine.models.serving()
+        if model is None:
+            return {}
+        norms: dict[bool, list[float]] = {True: [], False: []}
+        missing = {True: 0, False: 0}
+        with_neighbours = {True: 0, False: 0}
+        for hit in scan(self.es, index=self.index, query={"query": {"match_all": {}}}, size=1000,
+                        source_includes=[model.factors_field, model.neighbours_field]):
+            vector = (hit.get("_source") or {}).get(model.factors_field)
+            is_cold = hit["_id"] in cold
+            with_neighbours[is_cold] += bool((hit.get("_source") or {}).get(model.neighbours_field))
+            if vector:
+                norms[is_cold].append(float(np.linalg.norm(vector)))
+            else:
+                missing[is_cold] += 1
+        def summary(values: list[float]) -> dict[str, float]:
+            return {"mean": float(np.mean(values)) if values else float("nan"),
+                    "p50": percentile(values, 50), "p90": percentile(values, 90)}
+        return {"slot_field": model.factors_field, "cold_with_factors": len(norms[True]),
+                "cold_without_factors": missing[True], "warm_with_factors": len(norms[False]),
+                "warm_without_factors": missing[False], "cold_with_neighbours": with_neighbours[True],
+                "warm_with_neighbours": with_neighbours[False], "cold_norm": summary(norms[True]),
+                "warm_norm": summary(norms[False])}
 
     def _users(self, data: Split, options: EvalOptions) -> list[str]:
         wanted = data.test if options.target == "test" else data.valid
@@ -241,7 +306,8 @@ class Harness:
         return recommend
 
     def _score(self, strategy: Strategy, users: Sequence[str], recommend: Callable[[str], list[str]],
-               relevant: Mapping[str, set[str]], ks: Sequence[int]) -> tuple[dict[str, Any], list[dict[str, float]]]:
+               relevant: Mapping[str, set[str]], ks: Sequence[int]
+               ) -> tuple[dict[str, Any], list[dict[str, float]], dict[str, list[str]]]:
         if users:
             recommend(users[0])  # warm-up (connections, first-call allocations), not timed
         lists: dict[str, list[str]] = {}
@@ -262,4 +328,4 @@ class Harness:
                            "mean": float(np.mean(latencies)) if latencies else float("nan")},
             "short_lists": sum(1 for u in users if len(lists[u]) < max(ks)),
         }
-        return row, per_user
+        return row, per_user, lists

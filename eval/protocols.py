@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from eval.datasets import Interaction
 
-__all__ = ["PROTOCOLS", "Split", "group_by_user", "ratio_counts", "split", "split_leave_last_out", "split_ratio"]
+__all__ = ["PROTOCOLS", "Split", "choose_cold_items", "cold_targets", "group_by_user", "hide_items", "ratio_counts",
+           "split", "split_leave_last_out", "split_ratio"]
 
 PROTOCOLS = ("recbole", "temporal")
 
@@ -113,3 +114,42 @@ def split(protocol: str, interactions: Sequence[Interaction], seed: int = 2020) 
     if protocol == "temporal":
         return split_leave_last_out(interactions)
     raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+
+
+# -- the cold-item experiment ------------------------------------------------------------------------------
+def choose_cold_items(interactions: Iterable[Interaction], fraction: float, seed: int) -> set[str]:
+    """A seeded random `fraction` of the items that have any interaction (rounded, at least one when the
+    fraction is above 0): the items whose every interaction the system is never shown.
+
+    Drawn among interacted items only, so the share means the same whatever the catalog holds besides;
+    sorted ids first, so the draw depends on the seed and the data, not on file order."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"the cold-item fraction must be in [0, 1), got {fraction}")
+    items = sorted({e.item_id for e in interactions})
+    if fraction == 0.0 or not items:
+        return set()
+    n = min(len(items) - 1, max(1, round(fraction * len(items))))
+    rng = np.random.default_rng(seed)
+    return {items[i] for i in rng.choice(len(items), size=n, replace=False)}
+
+
+def hide_items(data: Split, hidden: Collection[str]) -> Split:
+    """The split with every event on a hidden item removed from what the system may see (the training
+    events and the validation events that become history when test is scored). The validation and test
+    item lists are kept whole: a hidden item a user went on to choose is still a correct answer."""
+    hidden = set(hidden)
+    if not hidden:
+        return data
+    return Split(data.protocol,
+                 train={u: [e for e in events if e.item_id not in hidden] for u, events in data.train.items()},
+                 valid={u: list(items) for u, items in data.valid.items()},
+                 test={u: list(items) for u, items in data.test.items()},
+                 valid_events={u: [e for e in events if e.item_id not in hidden]
+                               for u, events in data.valid_events.items()})
+
+
+def cold_targets(relevant: Mapping[str, Collection[str]], cold: Collection[str]) -> dict[str, set[str]]:
+    """Each user's relevant items restricted to the cold ones; users left with none are dropped."""
+    cold = set(cold)
+    out = {u: set(items) & cold for u, items in relevant.items()}
+    return {u: items for u, items in out.items() if items}

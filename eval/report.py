@@ -53,6 +53,7 @@ def markdown(results: dict[str, Any]) -> str:
         if references.get("ease"):
             out += ["", f"Dense EASE reference: lambda={references['ease']['lambda']} (best validation NDCG@10 of "
                         f"{[row['lambda'] for row in references['ease']['grid']]})."]
+        out += _cold_section(run.get("cold_items"))
         model = run.get("model")
         if model:
             out += ["", f"Served model v{model['version']}: trained from {model['events']} events in the events "
@@ -63,6 +64,39 @@ def markdown(results: dict[str, Any]) -> str:
     first = results["protocols"][0]["strategies"] if results["protocols"] else {}
     out += [f"- `{name}`: {row['describe']}" for name, row in first.items()]
     return "\n".join(out) + "\n"
+
+
+def _cold_section(cold: dict[str, Any] | None) -> list[str]:
+    """The cold-item experiment: every strategy scored on the hidden items alone."""
+    if not cold:
+        return []
+    out = ["", f"### Cold items ({cold['fraction']:.0%} of the items, {cold['items']} items, seed {cold['seed']}): "
+               f"{cold['users']} users with {cold['targets']} cold target items", "",
+           "Every interaction of these items was hidden from the events, profiles and model; the table above "
+           "is scored under the same hiding. Here the relevant set is each user's target items that are cold.", "",
+           "| strategy | R@10 | N@10 | Hit@10 | R@20 | N@20 | cold share of top 10 | cold items shown @10 |",
+           "|---|---|---|---|---|---|---|---|"]
+    for name, row in cold["strategies"].items():
+        m = row["metrics"]
+        out.append("| " + " | ".join([name, *(_cell(m.get(k)) for k in ("recall@10", "ndcg@10", "hit@10",
+                                                                         "recall@20", "ndcg@20")),
+                                      _cell(row.get("cold_share@10")), _cell(row.get("cold_coverage@10"))]) + " |")
+    if cold.get("paired"):
+        shown = "; ".join(f"{pair} {metric} {d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+                          for pair, by_metric in cold["paired"].items() for metric, d in by_metric.items())
+        out += ["", f"Paired per-user differences on cold items, mean [95% interval]: {shown}."]
+    factors = cold.get("factors")
+    if factors:
+        out += ["", f"Serving slot `{factors['slot_field']}`: {factors['cold_with_factors']} cold items carry "
+                    f"factors ({factors['cold_without_factors']} without), {factors['warm_with_factors']} warm "
+                    f"({factors['warm_without_factors']} without); item-item weights: "
+                    f"{factors.get('cold_with_neighbours', '-')} cold, "
+                    f"{factors.get('warm_with_neighbours', '-')} warm; "
+                    f"factor norm mean / p50 / p90: cold "
+                    f"{factors['cold_norm']['mean']:.3f} / {factors['cold_norm']['p50']:.3f} / "
+                    f"{factors['cold_norm']['p90']:.3f}, warm {factors['warm_norm']['mean']:.3f} / "
+                    f"{factors['warm_norm']['p50']:.3f} / {factors['warm_norm']['p90']:.3f}."]
+    return out
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

@@ -47,7 +47,8 @@ def index_items(es: Elasticsearch, settings: Settings, items: Sequence[Item], en
     for slot, model in (models or {}).items():
         for doc in build.documents:
             if doc.get(model_field(slot)) != model.version:
-                doc.update(slot_fields(slot, model.version, model.cold_factors(doc.get("embedding")), None))
+                factors = model.cold_factors(doc.get("embedding"))
+                doc.update(slot_fields(slot, model.version, factors, model.cold_neighbours(factors)))
     report = index_documents(es, targets, build.documents)
     # A write reaches every target; count per item, not per (item, index) pair.
     per_target = max(1, len(targets))

@@ -42,13 +42,15 @@ def _rewrite(model: ServingModel, hit: dict[str, Any], index: str) -> dict[str, 
     source = {k: v for k, v in hit["_source"].items()
               if k not in (model_field(model.slot), neighbours_field(model.slot), factors_field(model.slot))}
     row = model.row.get(hit["_id"])
+    neighbours: dict[str, float] | None
     if row is not None:
         factors = model.artifacts.factors[row]
         start, end = model.incoming.indptr[row], model.incoming.indptr[row + 1]
         neighbours = {model.artifacts.item_ids[i]: float(w)
                       for i, w in zip(model.incoming.indices[start:end], model.incoming.data[start:end], strict=True)}
     else:
-        factors, neighbours = model.cold_factors(source.get("embedding")), None
+        factors = model.cold_factors(source.get("embedding"))
+        neighbours = model.cold_neighbours(factors)
     source.update(slot_fields(model.slot, model.version, factors, neighbours))
     return {"_op_type": "index", "_index": index, "_id": hit["_id"], "_source": source,
             "version": hit["_version"], "version_type": "external_gte"}

@@ -156,3 +156,33 @@ def test_artifacts_round_trip() -> None:
     assert np.array_equal(back.factors, artifacts.factors)
     assert (back.neighbours != artifacts.neighbours).nnz == 0
     assert back.negatives is not None and (back.negatives != artifacts.negatives).nnz == 0
+
+
+def test_cold_neighbours_borrow_the_nearest_warm_items_weights_net_of_negatives(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from indexer import cf_serving
+
+    ids = ["a", "b", "c"]
+    # Source rows, target columns: B[a, b] = 0.5, B[c, b] = 0.2, B[a, c] = 0.4, B[b, c] = 0.1, B[c, a] = 0.2;
+    # one negative weight, N[b, a] = 0.3.
+    positive = csr_matrix(np.array([[0, 0.5, 0.4], [0, 0, 0.1], [0.2, 0.2, 0]], dtype=np.float32))
+    negative = csr_matrix(np.array([[0, 0, 0], [0.3, 0, 0], [0, 0, 0]], dtype=np.float32))
+    factors = np.array([[1, 0], [0, 1], [1, 1]], dtype=np.float32)
+    model = ServingModel(1, "a", {}, Artifacts(ids, factors, factors.T @ factors, np.zeros((3, 2), dtype=np.float32),
+                                               positive, negative))
+    s = 1 / np.sqrt(2)  # cosine of c with a and with b
+    monkeypatch.setattr(cf_serving, "COLD_NEIGHBOUR_ITEMS", 2)
+    monkeypatch.setattr(cf_serving, "COLD_NEIGHBOUR_DISCOUNT", 1.0)
+    # Nearest to (0, 2): b (cosine 1), then c: b's incoming weights and c's, by similarity share, cut to as
+    # many sources as a warm item stores (2): b's own 0.1 * s / (1 + s), the smallest, is left out.
+    got = model.cold_neighbours(np.array([0.0, 2.0], dtype=np.float32))
+    assert got == pytest.approx({"a": (0.5 + 0.4 * s) / (1 + s), "c": 0.2 / (1 + s)})
+    # Nearest to (1, 0): a, then c. a's negative weight from b outweighs c's 0.1 from b: b is left out (a
+    # stored weight must be positive).
+    got = model.cold_neighbours(np.array([1.0, 0.0], dtype=np.float32))
+    assert got == pytest.approx({"c": 0.2 / (1 + s), "a": 0.4 * s / (1 + s)})
+    monkeypatch.setattr(cf_serving, "COLD_NEIGHBOUR_ITEMS", 1)
+    assert model.cold_neighbours(np.array([0.0, 2.0], dtype=np.float32)) == pytest.approx({"a": 0.5, "c": 0.2})
+    monkeypatch.setattr(cf_serving, "COLD_NEIGHBOUR_DISCOUNT", 0.5)  # a borrowed weight counts half
+    assert model.cold_neighbours(np.array([0.0, 2.0], dtype=np.float32)) == pytest.approx({"a": 0.25, "c": 0.1})
+    assert model.cold_neighbours(None) is None and model.cold_neighbours(np.zeros(2, dtype=np.float32)) is None
