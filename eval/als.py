@@ -69,7 +69,8 @@ class AlsModel:
         """Top k for every training user with only their training items excluded (one batched call)."""
         ids, _ = self.model.recommend(np.arange(len(self.user_ids)), self.train, N=k,
                                       filter_already_liked_items=True)
-        return {user: [self.item_ids[int(i)] for i in row if i >= 0] for user, row in zip(self.user_ids, ids)}
+        return {user: [self.item_ids[int(i)] for i in row if i >= 0]
+                for user, row in zip(self.user_ids, ids, strict=True)}
 
 
 def select_als(split: Split, item_ids: Sequence[str], grid: Sequence[AlsConfig] = GRID, seed: int = 2020,

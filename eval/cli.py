@@ -21,7 +21,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_PREFIX = "hreval"
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The `hybridrec eval` command group (loaded through the `hybridrec.commands` entry point)."""
     parser = sub.add_parser("eval", help="offline evaluation of the strategies (see eval/)")
     add_arguments(parser)
@@ -78,7 +78,7 @@ def load_dataset(args: argparse.Namespace) -> Dataset:
     return load_jsonl(args.items, args.events, args.name)
 
 
-def drop_indices(es: "Elasticsearch", settings: "Settings") -> list[str]:
+def drop_indices(es: Elasticsearch, settings: Settings) -> list[str]:
     """Delete this prefix's physical indices (named one by one: wildcard deletes are refused)."""
     from indexer.lifecycle import list_versions
     from indexer.mappings import INDEX_KINDS

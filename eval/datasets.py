@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ def _timestamp(value: Any) -> float:
     if isinstance(value, (int, float)):
         return float(value)
     stamp = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).timestamp()
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
 
 
 def load_jsonl(items_path: Path, events_path: Path, name: str | None = None) -> Dataset:
@@ -80,7 +80,8 @@ def parse_atomic(text: str) -> list[dict[str, str]]:
     if not lines:
         return []
     header = [column.split(":")[0] for column in lines[0].split("\t")]
-    return [dict(zip(header, line.split("\t"))) for line in lines[1:] if line.strip()]
+    # A short line leaves its last columns out rather than failing the file.
+    return [dict(zip(header, line.split("\t"), strict=False)) for line in lines[1:] if line.strip()]
 
 
 def _first(row: Mapping[str, str], columns: Iterable[str]) -> str:

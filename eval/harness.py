@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -141,7 +141,7 @@ class Harness:
         drop_and_create(self.es, self.settings, "events")
         docs = [{"event_id": f"{e.user_id}:{e.item_id}:{e.ts:.0f}:{e.type}", "user_id": e.user_id,
                  "item_id": e.item_id, "type": e.type, "weight": event_weight(e.type),
-                 "ts": datetime.fromtimestamp(e.ts, tz=timezone.utc).isoformat()}
+                 "ts": datetime.fromtimestamp(e.ts, tz=UTC).isoformat()}
                 for events in history.values() for e in events]
         report = record_events(self.es, self.settings, docs)
         if report.failed:

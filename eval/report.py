@@ -108,7 +108,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     runs = results["protocols"]
     fig, axes = plt.subplots(1, max(1, len(runs)), figsize=(7 * max(1, len(runs)), 4.5), squeeze=False)
-    for ax, run in zip(axes[0], runs):
+    # No runs still draws one empty panel.
+    for ax, run in zip(axes[0], runs, strict=False):
         names = list(run["strategies"])
         width = 0.8 / len(_PLOTTED)
         top = 0.0

@@ -101,6 +101,8 @@ def prune_rows(b: Matrix | csr_matrix, k: int) -> Neighbours:
     n_rows, n_cols = b.shape
     rows, cols, vals = [], [], []
     for i in range(n_rows):
+        idx: np.ndarray
+        values: np.ndarray
         if dense is not None:
             row = dense[i]
             idx = np.flatnonzero(row > 0)

@@ -55,7 +55,8 @@ def batch_ndcg(ranked: np.ndarray, valid: np.ndarray, targets: Sequence[set[int]
     hits = np.isin(keys, wanted) & valid & (ranked >= 0)
     ideal = np.concatenate([[0.0], np.cumsum(discounts)])[np.minimum(sizes, k)]
     gains = (hits * discounts[:hits.shape[1]]).sum(axis=1)
-    return np.divide(gains, ideal, out=np.zeros(len(targets)), where=ideal > 0)
+    ndcg: np.ndarray = np.divide(gains, ideal, out=np.zeros(len(targets)), where=ideal > 0)
+    return ndcg
 
 
 @dataclass(frozen=True)
@@ -149,13 +150,15 @@ class Scorer:
         key = (gamma, half_life) if gamma > 0 else (0.0, 0.0)
         full = self._histories.get(key)
         if full is None:
-            indptr, indices, data = [0], [], []
+            indptr: list[int] = [0]
+            indices: list[int] = []
+            data: list[float] = []
             for history in self.histories:
                 if gamma >= 1.0:  # the recent retriever's cut (indexer.cf_serving.RECENT_CUTOFF_HALF_LIVES)
                     history = history[-int(RECENT_CUTOFF_HALF_LIVES * half_life):]
                 weights = recency_weights(len(history), gamma, half_life) if gamma > 0 else np.ones(len(history))
                 merged: dict[int, float] = {}
-                for (item, _, _), weight in zip(history, weights):
+                for (item, _, _), weight in zip(history, weights, strict=True):
                     merged[item] = max(merged.get(item, 0.0), float(weight))
                 indices.extend(merged)
                 data.extend(merged.values())
@@ -182,7 +185,8 @@ class Scorer:
         """Dot product of each user's content interest vector with every item's embedding."""
         def scores(rows: Sequence[int]) -> np.ndarray:
             users = np.stack([user_vectors.get(row, np.zeros(item_vectors.shape[1])) for row in rows])
-            return users @ item_vectors.T
+            dots: np.ndarray = users @ item_vectors.T
+            return dots
         return scores
 
     def latent(self, factors: np.ndarray, regularization: float, alpha: float) -> Scores:

@@ -21,8 +21,15 @@ from elasticsearch.helpers import scan
 from scipy.sparse import csr_matrix
 
 from indexer import model_registry as registry
-from indexer.cf_models import EASE_MAX_ITEMS, fit_als, fit_cooccurrence_neighbours, fit_ease, fit_ridge_map, \
-    interaction_matrix, prune_columns
+from indexer.cf_models import (
+    EASE_MAX_ITEMS,
+    fit_als,
+    fit_cooccurrence_neighbours,
+    fit_ease,
+    fit_ridge_map,
+    interaction_matrix,
+    prune_columns,
+)
 from indexer.cf_scoring import FusionSetting, Scorer, TopLists, coverage, score_lists
 from indexer.lifecycle import alias_name
 from indexer.mappings import index_definition
@@ -103,7 +110,7 @@ def _neighbour_model(x: Any, lam: float, k: int) -> tuple[csr_matrix, csr_matrix
     strongest per target item."""
     if x.shape[1] > EASE_MAX_ITEMS:
         positive = fit_cooccurrence_neighbours(x, k).matrix
-        return positive, csr_matrix(positive.shape, dtype=np.float32)
+        return positive, csr_matrix(positive.shape, dtype=np.float64).astype(np.float32)
     b = fit_ease(x, lam)
     return prune_columns(b, k).matrix, prune_columns(b, k, negative=True).matrix
 
