@@ -50,10 +50,10 @@ def main() -> None:
 
     from indexer import lifecycle
     from indexer.clients import make_es
+    from indexer.datasets import movielens_items, recbole_wheel
     from indexer.documents import validate_items
     from indexer.encoder import get_encoder
     from indexer.settings import get_settings
-    from indexer.datasets import movielens_items, recbole_wheel
 
     settings = get_settings()
     es = make_es(settings, timeout=60)

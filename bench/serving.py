@@ -11,9 +11,10 @@ With --cf (issue 11, collaborative retrievers): synthetic events with clustered 
 go into the events index through indexer.events.record_events; a model is trained and promoted through
 indexer.training.train / indexer.promotion.promote (retriever weights pinned above 0, so the default
 request runs every retriever: content kNN, item-item `term` queries (long-term and recent), latent kNN
-with request-time fold-in; the rest of the grid as trained); the benchmark users' own events are applied to their profiles as the API
-does (ProfileStore.apply). Request kinds, each through the API and as the raw msearch the engine builds
-for it (Recommender.recommend run in process with indexer.search.msearch recorded, then replayed):
+with request-time fold-in; the rest of the grid as trained); the benchmark users' own events are applied
+to their profiles as the API does (ProfileStore.apply). Request kinds, each through the API and as the
+raw msearch the engine builds for it (Recommender.recommend run in process with indexer.search.msearch
+recorded, then replayed):
 `default` (no parameters) and `content` (w_item=w_recent=w_cf=0); raw only: `item_item` and `cf_knn`
 (the default's searches of that retriever alone). In process: fold-in (ServingModel.user_factor) over
 the users' histories in microseconds (default BLAS threads and one), and the engine's own time per
@@ -55,8 +56,9 @@ Searches = list[tuple[str, dict[str, Any]]]
 # The default request (no parameters) and the same request with the collaborative retrievers switched off.
 KINDS: dict[str, dict[str, Any]] = {"default": {}, "content": {"w_item": 0, "w_recent": 0, "w_cf": 0}}
 
-from bench.load import ms, percentile, run_load, start_api, timed_calls  # noqa: E402
+from bench.load import ms, run_load, start_api, timed_calls  # noqa: E402
 from bench.synthetic import WORDS, drop_indices, generate, item_id, load_catalog, write_events  # noqa: E402
+from indexer.telemetry import percentile  # noqa: E402
 
 
 def url_for(users: list[str], query: str) -> Callable[[random.Random], str]:

@@ -46,7 +46,8 @@ def main() -> None:
         es.options(ignore_status=404).indices.delete(index=index)
         es.indices.create(index=index, settings={"number_of_shards": 1, "number_of_replicas": 0},
                           mappings={"properties": {"v": {"type": "dense_vector", "dims": 384,
-                                                         "similarity": "dot_product", "index_options": {"type": kind}}}})
+                                                         "similarity": "dot_product",
+                                                         "index_options": {"type": kind}}}})
         start = time.perf_counter()
         helpers.bulk(es, ({"_index": index, "_id": str(i), "v": docs[i].tolist()} for i in range(len(docs))),
                      chunk_size=1000)

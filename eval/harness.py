@@ -16,7 +16,7 @@ from elasticsearch.helpers import scan
 from eval.als import GRID, AlsConfig, AlsModel, select_als
 from eval.datasets import Dataset, Interaction
 from eval.ease import EaseReference, select_ease
-from eval.metrics import KS, coverage, mean_rows, paired_difference, percentile, ranking_metrics
+from eval.metrics import KS, coverage, mean_rows, paired_difference, ranking_metrics
 from eval.protocols import Split, choose_cold_items, cold_targets, hide_items, split
 from eval.strategies import Strategy, default_strategies, history_text
 from indexer import search
@@ -33,6 +33,7 @@ from indexer.promotion import promote
 from indexer.read_params import ReadParams
 from indexer.recommender import Recommender
 from indexer.settings import Settings
+from indexer.telemetry import percentile
 from indexer.training import TrainOptions, train
 
 __all__ = ["EvalOptions", "Harness"]

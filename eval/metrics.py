@@ -7,7 +7,7 @@ import numpy as np
 
 __all__ = [
     "KS", "RANKING_METRICS", "coverage", "hit_at_k", "mean_rows", "mrr_at_k", "ndcg_at_k", "paired_difference",
-    "percentile", "precision_at_k", "ranking_metrics", "recall_at_k",
+    "precision_at_k", "ranking_metrics", "recall_at_k",
 ]
 
 KS: tuple[int, ...] = (10, 20)
@@ -81,13 +81,6 @@ def coverage(lists: Iterable[Sequence[str]], catalog_size: int, k: int) -> float
     for ranked in lists:
         shown.update(_top(ranked, k))
     return len(shown) / catalog_size
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100, linear interpolation); NaN for no values, so a gap is visible."""
-    if not values:
-        return float("nan")
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:

@@ -14,7 +14,6 @@ from eval.metrics import (
     mrr_at_k,
     ndcg_at_k,
     paired_difference,
-    percentile,
     precision_at_k,
     ranking_metrics,
     recall_at_k,
@@ -79,6 +78,8 @@ def test_ranking_metrics_keys_and_mean() -> None:
 
 
 def test_coverage_and_percentile() -> None:
+    from indexer.telemetry import percentile
+
     lists = [["a", "b"], ["b", "c"]]
     assert coverage(lists, 10, 1) == pytest.approx(0.2)
     assert coverage(lists, 10, 2) == pytest.approx(0.3)
