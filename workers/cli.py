@@ -149,9 +149,11 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from indexer.encoder import get_encoder
+    from indexer.rollback import rollback
+
     settings = get_settings()
-    previous, current = lifecycle.rollback(make_es(settings), settings)
-    print(json.dumps({"from": previous, "to": current}))
+    print(json.dumps(rollback(make_es(settings, timeout=60), settings, get_encoder(settings))))
     return 0
 
 
@@ -265,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reindex", help="build the next items version and swap the alias")
     p.add_argument("--sync", action="store_true")
     p.set_defaults(func=cmd_reindex)
-    p = sub.add_parser("rollback", help="point the items alias back at the previous version")
+    p = sub.add_parser("rollback", help="back to the version live before, with the writes made since")
     p.set_defaults(func=cmd_rollback)
     sub.add_parser("indices", help="list index versions, alias targets and counts").set_defaults(func=cmd_indices)
     sub.add_parser("init", help="create the indices and aliases if missing").set_defaults(func=cmd_init)
