@@ -32,9 +32,13 @@ start_es() {
 start_redis() {
   if redis_answers; then log "redis already answers on 127.0.0.1:$REDIS_PORT"; return; fi
   command -v redis-server >/dev/null || die "redis-server is missing: apt-get install redis-server"
-  log "starting redis on 127.0.0.1:$REDIS_PORT (no persistence)"
+  log "starting redis on 127.0.0.1:$REDIS_PORT (append-only file in $STATE_DIR/redis, fsync every second)"
   mkdir -p "$STATE_DIR/redis"
-  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes --save "" --appendonly no \
+  # Redis is the broker: an accepted event waits there until a worker writes it. The append-only file,
+  # fsynced every second, keeps it through a crash or a kill -9 (at most the last second is at risk);
+  # noeviction: a full Redis refuses new writes rather than evicting queued tasks.
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes --save "" \
+    --appendonly yes --appendfsync everysec --maxmemory-policy noeviction \
     --dir "$STATE_DIR/redis" --pidfile "$RUN/redis.pid" --logfile "$STATE_DIR/logs/redis.log"
   wait_for "redis" 30 redis_answers || die "redis did not answer on 127.0.0.1:$REDIS_PORT (log: $STATE_DIR/logs/redis.log)"
 }
