@@ -34,7 +34,9 @@ from indexer.settings import Settings
 from indexer.telemetry import timed
 
 QVEC_CACHE_TTL_S = 24 * 3600
-ES_DOWN = (ESConnectionError, ConnectionTimeout)
+# Elasticsearch cannot answer: unreachable, too slow, or its shards unavailable (BackendUnavailable, e.g. an
+# mget whose shards are recovering). Readers degrade on these; the events endpoint defers the profile update.
+ES_DOWN = (ESConnectionError, ConnectionTimeout, BackendUnavailable)
 NUM_CANDIDATES = 100
 log = logging.getLogger(__name__)
 
@@ -127,7 +129,7 @@ class Recommender:
                 body = self._cold_start(filters, params, size)
             else:
                 body = self._hybrid(params, filters, size, user_id, user_vec, q_vec, collaborative)
-        except (*ES_DOWN, BackendUnavailable):
+        except ES_DOWN:
             return self._degraded(last_good_key, filters, params, user_id, version, started)
         except ApiError as exc:
             if exc.status_code < 500:
@@ -311,7 +313,24 @@ class Recommender:
         return entry
 
     def similar(self, item_id: str, params: ReadParams) -> dict[str, Any]:
-        vectors = search.item_vectors(self.es, self.index, [item_id])
+        """Items like `item_id`. Elasticsearch unavailable, even for the anchor's own vector: degraded like
+        recommendations (the last good answer for this item and parameters, else trending), never a 503,
+        and never a 404 for an item whose shard merely did not answer."""
+        started = time.perf_counter()
+        try:
+            vectors = search.item_vectors(self.es, self.index, [item_id])
+        except ES_DOWN:
+            return self._similar_degraded(item_id, params, started)
+        except ApiError as exc:
+            if exc.status_code < 500:
+                raise
+            return self._similar_degraded(item_id, params, started)
         if item_id not in vectors:
             raise NotFound(f"item {item_id!r} is not in the catalog (or has no vector yet)")
         return self.recommend(None, params, anchor_vector=vectors[item_id], anchor_id=item_id)
+
+    def _similar_degraded(self, item_id: str, params: ReadParams, started: float) -> dict[str, Any]:
+        # The keys and filters `recommend` uses for an anchor (no user, so no model): the same last good answer.
+        resolved = params.resolved(None)
+        last_good_key = self.cache.key(None, None, resolved, item_id, "")
+        return self._degraded(last_good_key, resolved.filters((item_id,)), resolved, None, 0, started)
