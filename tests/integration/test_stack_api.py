@@ -62,6 +62,14 @@ def test_api_logs_reach_a_file_and_each_stack_has_its_own_control_socket(tmp_pat
         assert mine and mine[0]["level"] == "WARNING" and mine[0]["message"].startswith("backend unavailable"), \
             log.read_text()[-2000:]
         assert any("HYBRIDREC_API_KEYS is not set" in e.get("message", "") for e in entries)  # start-up lines too
+
+        # The encoder was loaded as the worker started, before any request: the first `q` does not wait for it.
+        loaded = [e for e in entries if e["message"].startswith("encoder ") and "loaded at start-up" in e["message"]]
+        assert loaded, log.read_text()[-2000:]
+        load_s = float(loaded[0]["message"].split(" in ")[-1].rstrip(" s"))
+        started = time.perf_counter()
+        assert _get("http://127.0.0.1:8093/v1/search?q=rocket+to+mars", "first-q") == 200  # degraded: no ES
+        assert time.perf_counter() - started < max(load_s, 0.5), (time.perf_counter() - started, load_s)
     finally:
         for state, port in ((first, 8093), (second, 8094)):
             stack_script(_env(state, port), "stop", "api")
