@@ -41,6 +41,8 @@ def rollback(es: Elasticsearch, settings: Settings, encoder: Encoder, progress: 
     building = [v.name for v in lifecycle.list_versions(es, settings) if v.is_building]
     if building and building != [target.name]:  # the target itself: a rollback whose worker died, resumed
         raise Conflict(f"{building[0]} is being built by a reindex: roll back once it has finished")
+    # Fields added to the mapping since the target was built (never changed ones): the copies may carry them.
+    lifecycle.add_missing_fields(es, settings, "items", target.name)
     lifecycle.set_building(es, settings, target.name)
     result = IndexResult()
     deleted = 0

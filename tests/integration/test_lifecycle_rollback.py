@@ -60,7 +60,7 @@ def test_rollback_returns_to_the_version_live_before_and_keeps_every_write(fresh
     assert _live_ids(es, settings) == live
 
 
-def test_rollback_catches_up_in_process_and_refuses_beside_a_build(fresh, es, settings):
+def test_rollback_catches_up_in_process_and_refuses_beside_a_build(fresh, es, settings, capsys):
     """The CLI path (no worker): the same catch-up; a version being built by a reindex blocks a rollback."""
     from indexer import catalog
     from indexer.documents import Item
@@ -79,3 +79,8 @@ def test_rollback_catches_up_in_process_and_refuses_beside_a_build(fresh, es, se
     done = rollback(es, settings, encoder)
     assert (done["from"], done["to"], done["copied"]) == (_name(settings, 2), _name(settings, 1), 1)
     assert _live_ids(es, settings) == {"a", "b", "c"}
+    from workers.cli import main
+
+    assert main(["indices"]) == 0
+    listing = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "current" in listing[_name(settings, 1)] and "live until" in listing[_name(settings, 2)]
