@@ -1,11 +1,16 @@
 """The Flask app factory: settings, shared clients, blueprints, error handling."""
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from flask import Flask
 
+from indexer.encoder import get_encoder
 from indexer.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
 
 
 def create_app(config: dict[str, Any] | None = None, settings: Settings | None = None) -> Flask:
@@ -25,4 +30,14 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     app.extensions["hybridrec_limiter"] = auth.init_app(app, settings)
     for module in (health, items, events, recommendations, models, openapi):
         app.register_blueprint(module.bp)
+    if not app.testing:
+        warm_up(settings)
     return app
+
+
+def warm_up(settings: Settings) -> None:
+    """Load the encoder and run it once now, as each API worker starts (gunicorn builds the app per
+    worker), instead of on the first request with `q`, which would wait seconds for it."""
+    started = time.perf_counter()
+    get_encoder(settings).encode(["warm-up"])
+    log.info("encoder %s loaded at start-up in %.2f s", settings.model, time.perf_counter() - started)

@@ -1,7 +1,13 @@
-"""Index lifecycle: versioned physical indices (<prefix>-items-vN) behind aliases, atomic swaps, retention, rollback."""
+"""Index lifecycle: versioned physical indices (<prefix>-items-vN) behind aliases, atomic swaps, retention, rollback.
+
+The alias history is kept on the physical indices themselves: a swap stamps the index it leaves with the
+time it stopped being live (`_meta.hybridrec.retired_ms`). Rollback and retention read those stamps, never
+the version numbers: the version live before is the one retired last, and it is never pruned.
+"""
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
@@ -18,6 +24,7 @@ class IndexVersion:
     docs: int
     is_current: bool
     is_building: bool
+    retired_ms: int | None = None  # when the alias last left this version; None: never live (or before stamps)
 
 
 def alias_name(settings: Settings, kind: str) -> str:
@@ -62,17 +69,26 @@ def write_targets(es: Elasticsearch, settings: Settings, kind: str = "items") ->
 def list_versions(es: Elasticsearch, settings: Settings, kind: str = "items") -> list[IndexVersion]:
     """All physical versions of one index kind, oldest first, with document counts and alias state."""
     pattern = f"{alias_name(settings, kind)}-v*"
-    names = es.indices.get(index=pattern, ignore_unavailable=True, allow_no_indices=True).body.keys()
+    found = es.indices.get(index=pattern, ignore_unavailable=True, allow_no_indices=True).body
     current = set(_alias_targets(es, alias_name(settings, kind)))
     building = set(_alias_targets(es, building_alias(settings, kind)))
     versions = []
-    for name in names:
+    for name, definition in found.items():
         number = _version_of(settings, kind, name)
         if number is None:
             continue
         docs = int(es.count(index=name)["count"])
-        versions.append(IndexVersion(name, number, docs, name in current, name in building))
+        retired = definition.get("mappings", {}).get("_meta", {}).get("hybridrec", {}).get("retired_ms")
+        versions.append(IndexVersion(name, number, docs, name in current, name in building,
+                                     int(retired) if retired is not None else None))
     return sorted(versions, key=lambda v: v.version)
+
+
+def _stamp_retired(es: Elasticsearch, index: str) -> None:
+    """Record on `index` that the alias leaves it now. _meta is replaced whole by put_mapping: keep the rest."""
+    meta = dict(es.indices.get_mapping(index=index)[index]["mappings"].get("_meta", {}))
+    meta["hybridrec"] = {**meta.get("hybridrec", {}), "retired_ms": int(time.time() * 1000)}
+    es.indices.put_mapping(index=index, meta=meta)
 
 
 def create_version(es: Elasticsearch, settings: Settings, kind: str = "items") -> str:
@@ -92,6 +108,11 @@ def swap_alias(es: Elasticsearch, settings: Settings, new_index: str, kind: str 
     """Point the alias at `new_index` in one atomic cluster-state update; returns the previous target."""
     alias = alias_name(settings, kind)
     old = _alias_targets(es, alias)
+    # Stamped before the swap: a crash in between leaves a stamp on a version still live, which is
+    # harmless (the live version is never a rollback or prune candidate, and its next swap stamps it again).
+    for name in old:
+        if name != new_index:
+            _stamp_retired(es, name)
     actions: list[dict[str, object]] = [{"remove": {"index": name, "alias": alias}}
                                         for name in old if name != new_index]
     actions.append({"add": {"index": new_index, "alias": alias, "is_write_index": True}})
@@ -150,30 +171,38 @@ def set_building(es: Elasticsearch, settings: Settings, index: str | None, kind:
         es.indices.update_aliases(actions=actions)
 
 
+def _by_recency(versions: list[IndexVersion], current: IndexVersion) -> list[IndexVersion]:
+    """Rollback and retention candidates, the most recently live first. Versions never stamped (created
+    before stamps, or never live) come after every stamped one, newest number first; an unstamped version
+    numbered above the live one may be a build about to be marked, and is no candidate."""
+    candidates = [v for v in versions if not v.is_current and not v.is_building
+                  and (v.retired_ms is not None or v.version < current.version)]
+    return sorted(candidates, key=lambda v: (v.retired_ms if v.retired_ms is not None else -1, v.version),
+                  reverse=True)
+
+
 def prune_versions(es: Elasticsearch, settings: Settings, keep: int | None = None, kind: str = "items") -> list[str]:
-    """Delete old versions beyond the newest `keep` before the current one. Never deletes the
-    current version or anything newer (a build in progress)."""
-    keep = settings.keep_versions if keep is None else keep
+    """Delete the versions beyond the `keep` most recently live ones (by when they were live, not by
+    number). Never deletes the live version, a build in progress, or the version that was live before."""
+    keep = max(1, settings.keep_versions if keep is None else keep)
     versions = list_versions(es, settings, kind)
     current = next((v for v in versions if v.is_current), None)
     if current is None:
         return []
-    older = [v for v in versions if v.version < current.version and not v.is_building]
-    doomed = older[: max(0, len(older) - keep)]
+    doomed = _by_recency(versions, current)[keep:]
     for version in doomed:
         es.indices.delete(index=version.name)
     return [v.name for v in doomed]
 
 
-def rollback(es: Elasticsearch, settings: Settings, kind: str = "items") -> tuple[str, str]:
-    """Point the alias back at the newest version older than the current one; returns (from, to)."""
+def rollback_target(es: Elasticsearch, settings: Settings, kind: str = "items") -> tuple[IndexVersion, IndexVersion]:
+    """(live version, the version that was live before it): the one the alias left last. The swap itself
+    is `indexer.rollback.rollback`, which first brings that version up to date."""
     versions = list_versions(es, settings, kind)
     current = next((v for v in versions if v.is_current), None)
     if current is None:
         raise Conflict(f"alias {alias_name(settings, kind)} points at no index")
-    older = [v for v in versions if v.version < current.version]
-    if not older:
-        raise Conflict(f"no version older than {current.name} is kept: nothing to roll back to")
-    target = older[-1].name
-    swap_alias(es, settings, target, kind)
-    return current.name, target
+    candidates = _by_recency(versions, current)
+    if not candidates:
+        raise Conflict(f"no version that was live before {current.name} is kept: nothing to roll back to")
+    return current, candidates[0]

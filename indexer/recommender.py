@@ -34,8 +34,15 @@ from indexer.settings import Settings
 from indexer.telemetry import timed
 
 QVEC_CACHE_TTL_S = 24 * 3600
-ES_DOWN = (ESConnectionError, ConnectionTimeout)
+# Elasticsearch cannot answer: unreachable, too slow, or its shards unavailable (BackendUnavailable, e.g. an
+# mget whose shards are recovering). Readers degrade on these; the events endpoint defers the profile update.
+ES_DOWN = (ESConnectionError, ConnectionTimeout, BackendUnavailable)
 NUM_CANDIDATES = 100
+# The heaviest legal read (k=100, page=20: 2,000 results, with MMR and explain) is bounded: MMR re-ranks at
+# most this many of the best fused candidates (the rest follow in fused order: diversity matters at the
+# top), retrievers fetch no deeper than the result list or this pool, and vectors travel only for the pool
+# and the page (inline in the msearch when the lists are this short, else one mget).
+MMR_CANDIDATES = 300
 log = logging.getLogger(__name__)
 
 
@@ -51,6 +58,16 @@ class Collaborative:
     @property
     def active(self) -> bool:
         return self.model is not None and (bool(self.history or self.recent) or self.user_factor is not None)
+
+
+def retrieval_depth(params: ReadParams, size: int) -> int:
+    """How many hits each retriever fetches for a list of `size`: the list itself, with room for MMR to
+    choose from (three times the list, at least 50, at most MMR_CANDIDATES), and for linear fusion a list
+    as deep as the one its weights were chosen on."""
+    if params.mmr_lambda is not None:
+        return max(size, min(max(size * 3, 50), MMR_CANDIDATES))
+    # Linear fusion weighs each list's scores: over a deeper list, as the weights were chosen on.
+    return max(size, FUSION_DEPTH) if params.fusion == "linear" else size
 
 
 class Recommender:
@@ -127,7 +144,7 @@ class Recommender:
                 body = self._cold_start(filters, params, size)
             else:
                 body = self._hybrid(params, filters, size, user_id, user_vec, q_vec, collaborative)
-        except (*ES_DOWN, BackendUnavailable):
+        except ES_DOWN:
             return self._degraded(last_good_key, filters, params, user_id, version, started)
         except ApiError as exc:
             if exc.status_code < 500:
@@ -165,11 +182,12 @@ class Recommender:
 
     def _hybrid(self, params: ReadParams, filters: search.Filters, size: int, user_id: str | None,
                 user_vec: np.ndarray | None, q_vec: np.ndarray | None, cf: Collaborative) -> dict[str, Any]:
-        want_vectors = params.mmr_lambda is not None or params.explain
         text = params.q if params.w_bm25 > 0 else None
         if not cf.active and self._server_side(params, text, user_vec, q_vec):
             return self._hybrid_server(params, filters, size, text, user_vec, q_vec)
-        searches = self._searches(params, filters, size, text, user_vec, q_vec, cf, want_vectors)
+        inline_vectors = (params.mmr_lambda is not None or params.explain) \
+            and retrieval_depth(params, size) <= MMR_CANDIDATES
+        searches = self._searches(params, filters, size, text, user_vec, q_vec, cf, inline_vectors)
         with timed("elasticsearch", "msearch"):
             retrieval = search.msearch(self.es, self.index, searches)
         if cf.model is not None:
@@ -185,26 +203,33 @@ class Recommender:
             popularity = {i: float(src.get("popularity") or 0) for i, src in retrieval.items.items()}
             fused = apply_popularity_prior(fused, popularity, params.popularity_weight)
         if params.mmr_lambda is not None:
-            order = mmr([h.id for h in fused], {h.id: h.score for h in fused}, retrieval.vectors,
-                        lambda_=params.mmr_lambda, k=min(size, len(fused)))
-            by_id = {h.id: h for h in fused}
-            fused = [by_id[i] for i in order]
+            pool = fused[:MMR_CANDIDATES]
+            self._fetch_vectors(retrieval, [h.id for h in pool])
+            order = mmr([h.id for h in pool], {h.id: h.score for h in pool}, retrieval.vectors,
+                        lambda_=params.mmr_lambda, k=min(size, len(pool)))
+            by_id = {h.id: h for h in pool}
+            fused = [by_id[i] for i in order] + fused[len(pool):size]
         page = fused[(params.page - 1) * params.k: params.page * params.k]
+        if params.explain and user_id:
+            self._fetch_vectors(retrieval, [h.id for h in page])
         because = self._because(user_id, page, retrieval.vectors, cf) if params.explain and user_id else {}
         items = [self._render(h, retrieval.items.get(h.id, {}), params.explain, because.get(h.id)) for h in page]
         return {"items": items, "strategy": params.fusion, "fusion_side": "app", "cold_start": False,
                 "es_took_ms": retrieval.took_ms,
                 "retrievers": sorted(retrieval.rankings)}
 
+    def _fetch_vectors(self, retrieval: search.Retrieval, ids: list[str]) -> None:
+        """Vectors the msearch did not bring (deep lists travel without them): one bounded mget."""
+        missing = [i for i in ids if i not in retrieval.vectors]
+        if missing:
+            with timed("elasticsearch", "mget_vectors"):
+                retrieval.vectors.update(search.item_vectors(self.es, self.index, missing))
+
     def _searches(self, params: ReadParams, filters: search.Filters, size: int, text: str | None,
                   user_vec: np.ndarray | None, q_vec: np.ndarray | None, cf: Collaborative,
                   with_vectors: bool) -> list[tuple[str, dict[str, Any]]]:
         """One search body per active retriever, every filter inside each (indexer.queries)."""
-        if params.mmr_lambda is not None:
-            depth = max(size * 3, 50)
-        else:
-            # Linear fusion weighs each list's scores: over a deeper list, as the weights were chosen on.
-            depth = max(size, FUSION_DEPTH) if params.fusion == "linear" else size
+        depth = retrieval_depth(params, size)
         out: list[tuple[str, dict[str, Any]]] = []
         if text:
             out.append(("bm25", queries.search_body(depth, with_vectors, query=queries.bm25_query(text, filters))))
@@ -311,7 +336,24 @@ class Recommender:
         return entry
 
     def similar(self, item_id: str, params: ReadParams) -> dict[str, Any]:
-        vectors = search.item_vectors(self.es, self.index, [item_id])
+        """Items like `item_id`. Elasticsearch unavailable, even for the anchor's own vector: degraded like
+        recommendations (the last good answer for this item and parameters, else trending), never a 503,
+        and never a 404 for an item whose shard merely did not answer."""
+        started = time.perf_counter()
+        try:
+            vectors = search.item_vectors(self.es, self.index, [item_id])
+        except ES_DOWN:
+            return self._similar_degraded(item_id, params, started)
+        except ApiError as exc:
+            if exc.status_code < 500:
+                raise
+            return self._similar_degraded(item_id, params, started)
         if item_id not in vectors:
             raise NotFound(f"item {item_id!r} is not in the catalog (or has no vector yet)")
         return self.recommend(None, params, anchor_vector=vectors[item_id], anchor_id=item_id)
+
+    def _similar_degraded(self, item_id: str, params: ReadParams, started: float) -> dict[str, Any]:
+        # The keys and filters `recommend` uses for an anchor (no user, so no model): the same last good answer.
+        resolved = params.resolved(None)
+        last_good_key = self.cache.key(None, None, resolved, item_id, "")
+        return self._degraded(last_good_key, resolved.filters((item_id,)), resolved, None, 0, started)

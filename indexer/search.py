@@ -70,20 +70,32 @@ def msearch(es: Elasticsearch, index: str, searches: Sequence[tuple[str, dict[st
     return result
 
 
+def _mget(es: Elasticsearch, index: str, ids: Sequence[str], fields: Sequence[str]) -> list[dict[str, Any]]:
+    """The found documents of `ids`. A document whose shard did not answer (a node restarting, shards
+    recovering) carries an `error`, not `found: false`: it is unavailable, never missing, so the whole
+    lookup fails as BackendUnavailable (callers degrade or retry) instead of reporting a real item unknown."""
+    response = es.mget(index=index, ids=list(dict.fromkeys(ids)), source_includes=list(fields))
+    failed = [d for d in response["docs"] if "error" in d]
+    if failed:
+        error = failed[0]["error"]
+        reason = error.get("type", error) if isinstance(error, dict) else error
+        raise BackendUnavailable(f"{len(failed)} of {len(response['docs'])} documents of {index} unreadable "
+                                 f"({reason})")
+    return [d for d in response["docs"] if d.get("found")]
+
+
 def item_vectors(es: Elasticsearch, index: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
-    """Stored embeddings of the given items (missing ids are left out)."""
+    """Stored embeddings of the given items (missing ids are left out; unreadable ones raise)."""
     if not ids:
         return {}
-    response = es.mget(index=index, ids=list(dict.fromkeys(ids)), source_includes=["embedding"])
     return {d["_id"]: np.asarray(d["_source"]["embedding"], dtype=np.float32)
-            for d in response["docs"] if d.get("found") and d.get("_source", {}).get("embedding")}
+            for d in _mget(es, index, ids, ["embedding"]) if d.get("_source", {}).get("embedding")}
 
 
 def items_by_id(es: Elasticsearch, index: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     if not ids:
         return {}
-    response = es.mget(index=index, ids=list(dict.fromkeys(ids)), source_includes=DISPLAY_FIELDS)
-    return {d["_id"]: d["_source"] for d in response["docs"] if d.get("found")}
+    return {d["_id"]: d["_source"] for d in _mget(es, index, ids, DISPLAY_FIELDS)}
 
 
 def filtered_ids(es: Elasticsearch, index: str, ids: Sequence[str], filters: Filters) -> list[str]:

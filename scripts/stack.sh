@@ -32,9 +32,13 @@ start_es() {
 start_redis() {
   if redis_answers; then log "redis already answers on 127.0.0.1:$REDIS_PORT"; return; fi
   command -v redis-server >/dev/null || die "redis-server is missing: apt-get install redis-server"
-  log "starting redis on 127.0.0.1:$REDIS_PORT (no persistence)"
+  log "starting redis on 127.0.0.1:$REDIS_PORT (append-only file in $STATE_DIR/redis, fsync every second)"
   mkdir -p "$STATE_DIR/redis"
-  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes --save "" --appendonly no \
+  # Redis is the broker: an accepted event waits there until a worker writes it. The append-only file,
+  # fsynced every second, keeps it through a crash or a kill -9 (at most the last second is at risk);
+  # noeviction: a full Redis refuses new writes rather than evicting queued tasks.
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes --save "" \
+    --appendonly yes --appendfsync everysec --maxmemory-policy noeviction \
     --dir "$STATE_DIR/redis" --pidfile "$RUN/redis.pid" --logfile "$STATE_DIR/logs/redis.log"
   wait_for "redis" 30 redis_answers || die "redis did not answer on 127.0.0.1:$REDIS_PORT (log: $STATE_DIR/logs/redis.log)"
 }
@@ -57,9 +61,16 @@ start_api() {
   # Metrics from every gunicorn worker process are aggregated through this folder (emptied per start).
   export PROMETHEUS_MULTIPROC_DIR="$STATE_DIR/prometheus"
   rm -rf "$PROMETHEUS_MULTIPROC_DIR"; mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+  # --daemon points stdout and stderr at /dev/null: --capture-output sends them, and with them the app's JSON
+  # log lines (request ids, "backend unavailable", "unhandled error"), to api.log beside gunicorn's own.
+  # The control socket lives in the state folder: the default (~/.gunicorn/gunicorn.ctl) is one per user,
+  # and a second stack starting would remove the first one's (releases before the socket have no option).
+  local control=()
+  if [[ "$("$VENV/bin/gunicorn" --help 2>/dev/null)" == *--control-socket* ]]; then control=(--control-socket "$RUN/gunicorn.ctl"); fi
   "$VENV/bin/gunicorn" --bind "127.0.0.1:$API_PORT" --workers "${HYBRIDREC_API_WORKERS:-2}" --threads 4 \
     --timeout 30 --pid "$RUN/api.pid" --config "$REPO_ROOT/scripts/gunicorn_conf.py" --access-logfile "$STATE_DIR/logs/api-access.log" \
-    --error-logfile "$STATE_DIR/logs/api.log" --daemon "api:create_app()"
+    --error-logfile "$STATE_DIR/logs/api.log" --capture-output "${control[@]}" \
+    --daemon "api:create_app()"
   wait_for "api" 90 api_answers || die "API did not answer on 127.0.0.1:$API_PORT (log: $STATE_DIR/logs/api.log)"
 }
 

@@ -4,6 +4,7 @@ they share are in tests/helpers.py."""
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -18,6 +19,16 @@ os.environ["HYBRIDREC_VISIBILITY_TIMEOUT"] = "8"  # a killed worker's task comes
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # pytest tears fixtures down; atexit kills what is left
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A run stopped with SIGTERM or SIGHUP (a CI timeout, a closed terminal) still stops its Celery workers.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on_signal)
 
 
 @pytest.fixture(scope="session")

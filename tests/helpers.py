@@ -2,6 +2,8 @@
 index clean-up and a real Celery worker subprocess."""
 from __future__ import annotations
 
+import atexit
+import ctypes
 import os
 import secrets
 import signal
@@ -35,8 +37,27 @@ def drop_test_indices(client, pattern: str = f"{PREFIX}-*") -> None:
         client.indices.delete(index=names)
 
 
+def _die_with_parent() -> None:
+    """Runs in the worker subprocess before exec: the kernel SIGKILLs it when the test run dies, however it
+    dies (a SIGKILL included, where no handler runs); its beat and pool follow it (workers/celery_app.py)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+_started: set[WorkerProcess] = set()
+
+
+@atexit.register
+def kill_workers() -> None:
+    """Every worker this run started and did not stop: on any exit that runs Python's exit handlers."""
+    for worker in list(_started):
+        worker.kill()
+
+
 class WorkerProcess:
-    """A real `celery worker` subprocess on the test broker."""
+    """A real `celery worker` subprocess on the test broker. It never outlives the test run: stopped by its
+    fixture, killed at exit (atexit, and SIGTERM/SIGHUP turned into an exit by conftest.py), and by the
+    kernel if the run is SIGKILLed (PR_SET_PDEATHSIG)."""
 
     def __init__(self, log_path: Path, env: dict[str, str] | None = None, name: str = "main") -> None:
         self.log_path = log_path
@@ -51,7 +72,9 @@ class WorkerProcess:
                  "--concurrency=1", "-Q", "embed,index,events,train", "--hostname", f"{PREFIX}-{self.name}@%h",
                  "--without-gossip", "--without-mingle"],
                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.env,
+                preexec_fn=_die_with_parent,
             )
+        _started.add(self)
         from celery import Celery
 
         app = Celery(broker=self.env["HYBRIDREC_BROKER_URL"])  # ping on the broker this worker listens to
@@ -70,6 +93,7 @@ class WorkerProcess:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
+        _started.discard(self)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -78,3 +102,4 @@ class WorkerProcess:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+        _started.discard(self)

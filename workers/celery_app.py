@@ -1,7 +1,14 @@
 """The Celery application: Redis broker, named queues, acks_late, one prefetch per process."""
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import sys
+from typing import Any
+
 from celery import Celery
+from celery.signals import beat_embedded_init, worker_init, worker_process_init
 from kombu import Queue
 
 from indexer.celery_config import celery_config
@@ -39,3 +46,38 @@ def make_celery() -> Celery:
 
 
 app = make_celery()
+
+_PR_SET_PDEATHSIG = 1
+_main_pid = os.getpid()
+
+
+@worker_init.connect
+def _remember_main_process(**_: Any) -> None:
+    """The worker's main process, the parent the embedded beat and the pool processes are forked from
+    (recorded at worker start: `--detach` forks after the app is imported)."""
+    global _main_pid
+    _main_pid = os.getpid()
+
+
+def die_with_parent(signum: int) -> None:
+    """Have the kernel send `signum` to this process when its parent dies, even by SIGKILL (Linux; elsewhere
+    a no-op). Without it a kill -9 of the worker leaves the embedded beat running, and the restarted worker
+    starts a second one: every periodic task twice."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != _main_pid:  # the parent died before the request took effect
+        os.kill(os.getpid(), signum)
+
+
+@beat_embedded_init.connect
+def _beat_dies_with_worker(**_: Any) -> None:
+    die_with_parent(signal.SIGTERM)  # beat saves its schedule on SIGTERM
+
+
+@worker_process_init.connect
+def _pool_process_dies_with_worker(**_: Any) -> None:
+    # A task still running after its worker died would run beside its own redelivery.
+    die_with_parent(signal.SIGKILL)

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -61,8 +61,6 @@ def _csv_item(row: dict[str, str]) -> dict[str, Any]:
 
 def ingest(items: Iterator[dict[str, Any]], *, sync: bool, total: int | None = None) -> dict[str, Any]:
     """Index items through the workers (default) or in this process (sync); returns the totals."""
-    from datetime import datetime
-
     from indexer import catalog
     from indexer.documents import validate_items
     from indexer.encoder import get_encoder
@@ -149,9 +147,11 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from indexer.encoder import get_encoder
+    from indexer.rollback import rollback
+
     settings = get_settings()
-    previous, current = lifecycle.rollback(make_es(settings), settings)
-    print(json.dumps({"from": previous, "to": current}))
+    print(json.dumps(rollback(make_es(settings, timeout=60), settings, get_encoder(settings))))
     return 0
 
 
@@ -163,7 +163,9 @@ def cmd_indices(args: argparse.Namespace) -> int:
     for kind in INDEX_KINDS:
         for v in lifecycle.list_versions(es, settings, kind):
             flags = ",".join(f for f, on in (("current", v.is_current), ("building", v.is_building)) if on)
-            print(f"{v.name:40s} docs={v.docs:<10d} {flags}")
+            retired = "" if v.retired_ms is None else \
+                f" live until {datetime.fromtimestamp(v.retired_ms / 1000, UTC).isoformat(timespec='seconds')}"
+            print(f"{v.name:40s} docs={v.docs:<10d} {flags}{retired}".rstrip())
     return 0
 
 
@@ -265,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reindex", help="build the next items version and swap the alias")
     p.add_argument("--sync", action="store_true")
     p.set_defaults(func=cmd_reindex)
-    p = sub.add_parser("rollback", help="point the items alias back at the previous version")
+    p = sub.add_parser("rollback", help="back to the version live before, with the writes made since")
     p.set_defaults(func=cmd_rollback)
     sub.add_parser("indices", help="list index versions, alias targets and counts").set_defaults(func=cmd_indices)
     sub.add_parser("init", help="create the indices and aliases if missing").set_defaults(func=cmd_init)

@@ -24,6 +24,7 @@ from indexer.errors import BackendUnavailable, Conflict
 from indexer.events import record_events as write_events
 from indexer.profile_store import ProfileStore
 from indexer.reco_logs import attribute_clicks, flush_logs
+from indexer.rollback import rollback as items_rollback
 from indexer.search import item_vectors
 from indexer.settings import get_settings
 from indexer.training import TrainOptions
@@ -180,9 +181,11 @@ def rollback_model(self: Task[Any, Any]) -> dict[str, Any]:
 
 
 @app.task(name=names.ROLLBACK, bind=True, **RETRY)
-def rollback(self: Task[Any, Any]) -> dict[str, str]:
-    previous, current = lifecycle.rollback(es(), get_settings())
-    return {"from": previous, "to": current}
+def rollback(self: Task[Any, Any]) -> dict[str, Any]:
+    """Back to the version live before, with the writes made since (indexer.rollback); never beside a reindex."""
+    settings = get_settings()
+    with task_lock(self, keys.REINDEX_LOCK, "a reindex or rollback"):
+        return items_rollback(es(), settings, get_encoder(settings))
 
 
 class EventsTask(Task[Any, Any]):

@@ -3,6 +3,7 @@ lost, and deferred profile updates are applied once the node is back. Uses a pri
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from functools import partial
 
@@ -161,7 +162,7 @@ def test_bulk_rejections_retry_only_the_rejected_documents(tmp_path):
 
 
 def test_redis_restart_profiles_rebuilt_from_events(tmp_path, es):
-    """A private Redis (no persistence) is restarted: profiles come back from the events index and give
+    """A private Redis is lost with its append-only file: profiles come back from the events index and give
     the same recommendations as before."""
     from api import create_app
     from indexer import lifecycle
@@ -203,7 +204,8 @@ def test_redis_restart_profiles_rebuilt_from_events(tmp_path, es):
                   for u in users}
 
         stack("stop", "redis")
-        stack("start", "redis")  # nothing on disk: every profile is gone
+        shutil.rmtree(tmp_path / "stack" / "redis")  # Redis lost with its disk: every profile is gone
+        stack("start", "redis")
         assert client.get(f"/v1/users/{users[0]}/recommendations?k=5").get_json()["cold_start"] is True
         started = time.time()
         summary = rebuild_profiles(es, settings)

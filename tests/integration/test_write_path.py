@@ -165,8 +165,8 @@ def test_reindex_under_reads_has_no_failed_read_and_keeps_counts(fresh, worker, 
     assert es.count(index=alias(settings))["count"] == before == 300
     versions = lifecycle.list_versions(es, settings)
     assert [v.version for v in versions] == [1, 2] and versions[1].is_current
-    rolled = lifecycle.rollback(es, settings)
-    assert rolled == (result["target"], lifecycle.physical_name(settings, "items", 1))
+    current, previous = lifecycle.rollback_target(es, settings)
+    assert (current.name, previous.name) == (result["target"], lifecycle.physical_name(settings, "items", 1))
 
 
 def test_worker_killed_mid_batch_loses_nothing(fresh, worker, es, settings):
