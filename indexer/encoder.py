@@ -46,7 +46,6 @@ class Encoder:
         dim = self._model.get_embedding_dimension() if hasattr(self._model, "get_embedding_dimension") \
             else self._model.get_sentence_embedding_dimension()
         self.dim = int(dim or 0)
-        self.texts_encoded = 0
         self._lock = threading.Lock()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -58,7 +57,6 @@ class Encoder:
                 list(texts), batch_size=self.batch_size, normalize_embeddings=True,
                 convert_to_numpy=True, show_progress_bar=False,
             )
-            self.texts_encoded += len(texts)
         return np.asarray(vectors, dtype=np.float32)
 
 

@@ -120,18 +120,6 @@ class Settings(BaseSettings):
             raise ValueError(f"HYBRIDREC_ES_CA_CERT={self.es_ca_cert} is not a readable file")
         return self
 
-    @property
-    def items_alias(self) -> str:
-        return f"{self.index_prefix}-items"
-
-    @property
-    def events_alias(self) -> str:
-        return f"{self.index_prefix}-events"
-
-    @property
-    def users_alias(self) -> str:
-        return f"{self.index_prefix}-users"
-
 
 SCOPES = ("read", "write", "admin")
 
