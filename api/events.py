@@ -12,7 +12,7 @@ from indexer.events import event_document, validate_events
 from indexer.lifecycle import alias_name
 from indexer.profile_store import AppliedEvent, ProfileStore
 from indexer.recommender import ES_DOWN
-from indexer.tasknames import RECORD_EVENTS
+from indexer.task_routing import RECORD_EVENTS
 
 bp = Blueprint("events", __name__, url_prefix="/v1")
 

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from api.auth import scope
 from api.services import services
-from indexer.tasknames import ALL_QUEUES
+from indexer.task_routing import ALL_QUEUES
 
 bp = Blueprint("health", __name__)
 

@@ -13,7 +13,7 @@ from api.services import services
 from indexer import lifecycle
 from indexer.documents import validate_items
 from indexer.errors import InvalidInput
-from indexer.tasknames import DELETE_ITEMS, INDEX_ITEMS, REINDEX, ROLLBACK
+from indexer.task_routing import DELETE_ITEMS, INDEX_ITEMS, REINDEX, ROLLBACK
 
 bp = Blueprint("items", __name__, url_prefix="/v1")
 

@@ -9,7 +9,7 @@ from api.auth import scope
 from api.services import services
 from indexer import model_registry as registry
 from indexer.errors import InvalidInput
-from indexer.tasknames import PROMOTE_MODEL, ROLLBACK_MODEL, TRAIN
+from indexer.task_routing import PROMOTE_MODEL, ROLLBACK_MODEL, TRAIN
 
 bp = Blueprint("models", __name__, url_prefix="/v1/admin")
 

@@ -14,7 +14,7 @@ from indexer.clients import make_es, make_redis
 from indexer.encoder import get_encoder
 from indexer.recommender import Recommender
 from indexer.settings import Settings
-from indexer.tasknames import ROUTES
+from indexer.task_routing import ROUTES
 
 
 @dataclass

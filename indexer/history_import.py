@@ -11,7 +11,7 @@ from elasticsearch import Elasticsearch
 from indexer.bulk import batches
 from indexer.events import event_document, record_events, validate_events
 from indexer.lifecycle import alias_name
-from indexer.rebuild import rebuild_profiles
+from indexer.profile_maintenance import rebuild_profiles
 from indexer.settings import Settings
 
 __all__ = ["import_events", "stable_event_id"]

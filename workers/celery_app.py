@@ -13,7 +13,7 @@ from kombu import Queue
 
 from indexer.celery_config import celery_config
 from indexer.settings import get_settings
-from indexer.tasknames import ALL_QUEUES, FLUSH_RECO_LOGS, QUEUE_INDEX, ROUTES, SNAPSHOT_PROFILES, TRAIN_IF_DUE
+from indexer.task_routing import ALL_QUEUES, FLUSH_RECO_LOGS, QUEUE_INDEX, ROUTES, SNAPSHOT_PROFILES, TRAIN_IF_DUE
 
 TASK_ROUTES = {name: {"queue": queue} for name, queue in ROUTES.items()}
 

@@ -176,7 +176,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_profiles_rebuild(args: argparse.Namespace) -> int:
-    from indexer.rebuild import rebuild_profiles
+    from indexer.profile_maintenance import rebuild_profiles
 
     settings = get_settings()
     print(json.dumps(rebuild_profiles(make_es(settings, timeout=60), settings)))
@@ -184,7 +184,7 @@ def cmd_profiles_rebuild(args: argparse.Namespace) -> int:
 
 
 def cmd_profiles_snapshot(args: argparse.Namespace) -> int:
-    from indexer.rebuild import snapshot_profiles
+    from indexer.profile_maintenance import snapshot_profiles
 
     settings = get_settings()
     print(json.dumps(snapshot_profiles(make_es(settings, timeout=60), settings)))

@@ -15,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from indexer import catalog, keys, lifecycle, promotion, training
-from indexer import tasknames as names
+from indexer import task_routing as names
 from indexer.cf_serving import ModelCache
 from indexer.clients import make_es, make_redis
 from indexer.documents import validate_items
@@ -233,7 +233,7 @@ def record_events(self: Task[Any, Any], events: list[dict[str, Any]]) -> dict[st
 @app.task(name=names.SNAPSHOT_PROFILES, bind=True, **RETRY)
 def snapshot_profiles(self: Task[Any, Any]) -> dict[str, Any]:
     """Copy Redis profiles into the users index for inspection (run periodically by celery beat)."""
-    from indexer.rebuild import snapshot_profiles as snapshot
+    from indexer.profile_maintenance import snapshot_profiles as snapshot
 
     return snapshot(es(), get_settings())
 

@@ -169,7 +169,7 @@ def test_redis_restart_profiles_rebuilt_from_events(tmp_path, es):
     from indexer.catalog import index_items
     from indexer.documents import Item
     from indexer.encoder import get_encoder
-    from indexer.rebuild import rebuild_profiles
+    from indexer.profile_maintenance import rebuild_profiles
     from indexer.settings import load_settings
 
     env = {"HYBRIDREC_STATE_DIR": str(tmp_path / "stack"), "HYBRIDREC_REDIS_PORT": "6392"}

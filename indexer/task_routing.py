@@ -1,4 +1,5 @@
-"""Task and queue names shared by the API (which enqueues by name) and the workers (which define the tasks)."""
+"""Task names, queue names and the route of each task, shared by the API (which enqueues by name) and the
+workers (which define the tasks)."""
 
 INDEX_ITEMS = "hybridrec.index_items"
 DELETE_ITEMS = "hybridrec.delete_items"
