@@ -107,9 +107,9 @@ class Candidates:
             top_pop = log_pop.max(axis=1, keepdims=True)
             fused += setting.popularity * np.divide(log_pop, top_pop, out=np.zeros_like(log_pop), where=top_pop > 0)
         fused = np.where(touched, fused, -np.inf)
-        k = min(k, fused.shape[1])
-        best = np.argpartition(-fused, k - 1, axis=1)[:, :k] if k < fused.shape[1] else \
-            np.tile(np.arange(fused.shape[1]), (fused.shape[0], 1))
+        n_rows, width = self.items.shape
+        k = min(k, width)
+        best = np.argpartition(-fused, k - 1, axis=1)[:, :k] if k < width else np.tile(np.arange(width), (n_rows, 1))
         order = np.argsort(-np.take_along_axis(fused, best, axis=1), axis=1, kind="stable")
         best = np.take_along_axis(best, order, axis=1)
         return np.take_along_axis(self.items, best, axis=1), np.take_along_axis(touched, best, axis=1)
