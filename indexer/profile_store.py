@@ -12,7 +12,7 @@ from redis import Redis
 from redis.exceptions import WatchError
 from redis.typing import EncodableT, FieldT
 
-from indexer import keys
+from indexer import keys, tombstones
 from indexer.clients import reply_hash, reply_scored, reply_text, reply_texts
 from indexer.interactions import Interaction, record
 from indexer.profile import Profile, apply_event, from_bytes, rebuild, to_bytes
@@ -52,6 +52,7 @@ def profile_from_events(events: Sequence[AppliedEvent], vectors: Mapping[str, np
 class ProfileStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
+        self.settings = settings
         self.prefix = settings.index_prefix
         self.half_life_s = settings.half_life_days * 86400.0
         self.seen_window_s = settings.seen_window_days * 86400.0
@@ -131,7 +132,12 @@ class ProfileStore:
             raw = self.redis.lrange(key, 0, batch - 1)
             if not raw:
                 return applied
-            pending = [(user, AppliedEvent(**fields)) for user, fields in (json.loads(r) for r in raw)]
+            # An erasure scrubs its user's entries in place (indexer.privacy.SCRUBBED: positions must not
+            # move under this LRANGE/LTRIM); entries of a user erased since they were deferred are skipped.
+            entries = [entry for entry in (json.loads(r) for r in raw) if entry is not None]
+            pending = tombstones.keep_records(self.redis, self.settings,
+                                              [(user, AppliedEvent(**fields)) for user, fields in entries],
+                                              lambda pair: (pair[0], pair[1].ts))
             vectors = vectors_for([event.item_id for _, event in pending])
             for user, event in pending:
                 self.apply(user, vectors.get(event.item_id), event)
