@@ -85,7 +85,7 @@ def redis_holding(client, needle):
     return found
 
 
-def test_export_then_erase_leaves_nothing_behind(catalog, worker, client, es, settings, redis_client):
+def test_export_then_erase_leaves_nothing_behind(catalog, worker, client, es, settings, redis_client, capsys):
     from celery.result import AsyncResult
     from redis import Redis
 
@@ -147,6 +147,8 @@ def test_export_then_erase_leaves_nothing_behind(catalog, worker, client, es, se
     again = client.delete(f"/v1/users/{USER}")
     assert again.status_code == 200 and again.get_json()["total"] == 0, again.get_json()
     assert client.get(f"/v1/users/{USER}/export").get_json()["found"] is False
+    capsys.readouterr()
+    assert main(["users", "delete", USER]) == 0 and json.loads(capsys.readouterr().out)["total"] == 0
 
     # The write that was still in the broker lands without the erased user's event.
     assert AsyncResult(queued.id, app=celery_app).get(timeout=120)["written"] == 1
