@@ -85,7 +85,19 @@ def redis_holding(client, needle):
     return found
 
 
+def no_foreign_worker(settings):
+    """Tasks sent here must run in this run's worker: another one on the same broker database (another
+    checkout's fault test, say) would run them against its own indices, and the counts would not add up."""
+    from celery import Celery
+
+    replies = Celery(broker=settings.broker_url).control.ping(timeout=1.0) or []
+    foreign = sorted(name for reply in replies for name in reply if not name.startswith(f"{PREFIX}-main@"))
+    if foreign:
+        pytest.fail(f"other Celery workers consume {settings.broker_url}: {foreign}; run again without them")
+
+
 def test_export_then_erase_leaves_nothing_behind(catalog, worker, client, es, settings, redis_client, capsys):
+    no_foreign_worker(settings)
     from celery.result import AsyncResult
     from redis import Redis
 
