@@ -78,14 +78,21 @@ class ProfileStore:
         """Fold one event into the user's profile atomically (optimistic WATCH/MULTI, retried on a race).
 
         An event whose item has no vector (unknown item) still marks the item seen and bumps trending.
+        An event of a user erased since it was accepted (indexer.tombstones) is not applied: watching the
+        tombstone too, an erasure can never slip in between this read and the write.
         """
         key = keys.key(self.prefix, keys.PROFILE, user_id)
+        tombstone = tombstones.tombstone_key(self.settings, user_id)
         for _ in range(50):
             with self.redis.pipeline() as pipe:
                 try:
-                    pipe.watch(key)
+                    pipe.watch(key, tombstone)
                     raw = pipe.hgetall(key)
                     profile = from_bytes(reply_hash(raw)) if raw else Profile()
+                    erased = pipe.get(tombstone)
+                    if erased is not None and tombstones.before(float(erased), event.ts):
+                        pipe.unwatch()
+                        return profile
                     if vector is not None:
                         updated = apply_event(profile, vector, weight=event.weight, ts=event.ts,
                                               session_id=event.session_id, half_life_s=self.half_life_s)

@@ -189,6 +189,12 @@ def test_export_then_erase_leaves_nothing_behind(catalog, worker, client, es, se
     assert OTHER in histories.user_ids and USER not in histories.user_ids
     assert indices_holding(es, USER) == [] and redis_holding(redis_client, USER) == []
 
+    # A profile update of an event accepted before the erasure (the API applies it just after enqueueing
+    # the durable write) is not applied; one of the same id well after it is new data.
+    store.apply(USER, None, AppliedEvent("s1", 1.0, time.time(), None))
+    assert store.load(USER) is None
+    assert store.apply(USER, None, AppliedEvent("s1", 1.0, time.time() + 3600, None)).version == 1
+
 
 def test_scopes_and_bad_ids(fresh, settings):
     from api import create_app
