@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 def create_app(config: dict[str, Any] | None = None, settings: Settings | None = None) -> Flask:
     """Build the API. `settings` defaults to the HYBRIDREC_* environment (validated here, at start-up)."""
-    from api import auth, errors, events, health, items, models, observability, openapi, recommendations
+    from api import auth, errors, events, health, items, models, observability, openapi, recommendations, users
     from api.services import build_services
 
     settings = settings or load_settings()
@@ -28,7 +28,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
     observability.init_app(app)
     errors.init_app(app)
     app.extensions["hybridrec_limiter"] = auth.init_app(app, settings)
-    for module in (health, items, events, recommendations, models, openapi):
+    for module in (health, items, events, recommendations, models, users, openapi):
         app.register_blueprint(module.bp)
     if not app.testing:
         warm_up(settings)

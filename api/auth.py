@@ -15,8 +15,11 @@ from indexer.settings import Settings, parse_api_keys
 
 log = logging.getLogger(__name__)
 
-# What a view needs: "open" (no key, no rate limit: probes and the API document) or an API-key scope.
-Scope = Literal["open", "read", "write", "admin"]
+# What a view needs: "open" (no key, no rate limit: probes and the API document), an API-key scope, or
+# "write_or_admin" (a key with either: a user's own data, exported or erased).
+Scope = Literal["open", "read", "write", "admin", "write_or_admin"]
+# The key scopes that satisfy each requirement.
+SATISFIED_BY: dict[str, frozenset[str]] = {"write_or_admin": frozenset({"write", "admin"})}
 SCOPE_ATTRIBUTE = "hybridrec_scope"
 # Flask's own endpoints, which no view of ours declares (the static files, where there is a folder).
 FRAMEWORK_OPEN_ENDPOINTS = frozenset({"static"})
@@ -81,8 +84,10 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
                 return
             raise Unauthorized("a valid API key is required (X-API-Key header or Authorization: Bearer)")
         g.api_key_name = name
-        if required not in keys[name][1]:
-            raise Forbidden(f"API key {name!r} lacks the {required!r} scope this endpoint needs")
+        accepted = SATISFIED_BY.get(required, frozenset({required}))
+        if not accepted & keys[name][1]:
+            needed = " or ".join(repr(s) for s in sorted(accepted))
+            raise Forbidden(f"API key {name!r} lacks the {needed} scope this endpoint needs")
 
     def identity() -> str:
         return f"key:{g.get('api_key_name')}" if g.get("api_key_name") else f"addr:{request.remote_addr}"

@@ -93,6 +93,17 @@ def build_spec() -> dict[str, Any]:
     spec.path("/v1/users/{user_id}/recommendations", parameters=[_path_param("user_id")], operations={"get": {
         "summary": "Recommendations for a user (trending on cold start)",
         "parameters": _read_parameters({"user_id"}), "responses": _ok("ranked items")}})
+    user_data = {"401": _problem("no valid API key"),
+                 "403": _problem("the key has neither the write nor the admin scope")}
+    spec.path("/v1/users/{user_id}", parameters=[_path_param("user_id")], operations={"delete": {
+        "summary": "Erase everything held about a user: Redis profile, seen set, history, caches and queued "
+                   "updates, events (every index version), reco-logs, snapshots; idempotent (a second call "
+                   "counts zeros). Needs the write or admin scope",
+        "responses": {**_ok("counts of what was deleted, per store"), **user_data}}})
+    spec.path("/v1/users/{user_id}/export", parameters=[_path_param("user_id")], operations={"get": {
+        "summary": "Everything held about a user, as JSON (profile, history, seen set, events, reco-logs, "
+                   "snapshots, queued updates). Needs the write or admin scope",
+        "responses": {**_ok("what is held (found: false when nothing)"), **user_data}}})
     spec.path("/v1/search", operations={"get": {
         "summary": "Hybrid search, personalised when user_id is given",
         "parameters": [p if p["name"] != "q" else {**p, "required": True, "schema": {**p["schema"], "minLength": 1}}

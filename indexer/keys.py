@@ -21,6 +21,8 @@ QUERY_VECTOR = "qvec"
 RECO_LOG_QUEUE = "reco-log-queue"
 # Event batches that exhausted their retries (workers.tasks writes, `hybridrec events replay` reads).
 EVENTS_DEAD_LETTER = "events-dead-letter"
+# Erasure tombstones (indexer.tombstones): per user digest, the instant the user's data was erased.
+ERASED = "erased"
 # Flask-Limiter's counters (api.auth): a key prefix, the limiter appends its own parts.
 RATE_LIMIT = "ratelimit"
 # One task of a kind at a time (workers.tasks.task_lock).

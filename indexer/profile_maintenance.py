@@ -9,6 +9,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
+from indexer import tombstones
 from indexer.clients import make_redis
 from indexer.events import scan_events
 from indexer.lifecycle import alias_name
@@ -27,7 +28,13 @@ def rebuild_profiles(es: Elasticsearch, settings: Settings) -> dict[str, Any]:
     vectors = {}
     for start in range(0, len(item_ids), 1000):
         vectors.update(item_vectors(es, alias_name(settings, "items"), item_ids[start:start + 1000]))
-    store = ProfileStore(make_redis(settings), settings)
+    redis = make_redis(settings)
+    # Events of a user erased while this scan ran (the erasure deletes them from the index) stay out.
+    for user_id, erased in tombstones.erased_at(redis, settings, per_user).items():
+        per_user[user_id] = [e for e in per_user[user_id] if not tombstones.before(erased, e.ts)]
+        if not per_user[user_id]:
+            del per_user[user_id]
+    store = ProfileStore(redis, settings)
     store.clear_trending()
     for user_id, events in per_user.items():
         store.replace(user_id, profile_from_events(events, vectors, store.half_life_s), events)
@@ -40,8 +47,10 @@ def snapshot_profiles(es: Elasticsearch, settings: Settings, batch: int = 500) -
 
     from indexer.profile import interest_vector, session_vector
 
-    store = ProfileStore(make_redis(settings), settings)
+    redis = make_redis(settings)
+    store = ProfileStore(redis, settings)
     index = alias_name(settings, "users")
+    snapshots: list[tuple[str, float | None, str]] = []
 
     def actions() -> Iterator[dict[str, Any]]:
         for user_id in store.user_ids():
@@ -55,6 +64,7 @@ def snapshot_profiles(es: Elasticsearch, settings: Settings, batch: int = 500) -
             for field, vector in (("long_term", interest_vector(profile)), ("session", session_vector(profile))):
                 if vector is not None:
                     doc[field] = [float(x) for x in vector]
+            snapshots.append((user_id, profile.updated_ts, user_id))
             # External version = profile version: an older snapshot never replaces a newer one.
             yield {"_index": index, "_id": user_id, "_source": doc, "version": profile.version,
                    "version_type": "external_gte"}
@@ -63,4 +73,6 @@ def snapshot_profiles(es: Elasticsearch, settings: Settings, batch: int = 500) -
     for ok, _ in streaming_bulk(es, actions(), chunk_size=batch, raise_on_error=False, max_retries=3):
         written += int(ok)
         failed += int(not ok)
+    # A profile read before its user was erased must not leave a snapshot behind.
+    tombstones.take_back(es, redis, settings, "users", snapshots)
     return {"written": written, "failed": failed}

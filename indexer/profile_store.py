@@ -12,7 +12,7 @@ from redis import Redis
 from redis.exceptions import WatchError
 from redis.typing import EncodableT, FieldT
 
-from indexer import keys
+from indexer import keys, tombstones
 from indexer.clients import reply_hash, reply_scored, reply_text, reply_texts
 from indexer.interactions import Interaction, record
 from indexer.profile import Profile, apply_event, from_bytes, rebuild, to_bytes
@@ -52,6 +52,7 @@ def profile_from_events(events: Sequence[AppliedEvent], vectors: Mapping[str, np
 class ProfileStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
+        self.settings = settings
         self.prefix = settings.index_prefix
         self.half_life_s = settings.half_life_days * 86400.0
         self.seen_window_s = settings.seen_window_days * 86400.0
@@ -77,14 +78,21 @@ class ProfileStore:
         """Fold one event into the user's profile atomically (optimistic WATCH/MULTI, retried on a race).
 
         An event whose item has no vector (unknown item) still marks the item seen and bumps trending.
+        An event of a user erased since it was accepted (indexer.tombstones) is not applied: watching the
+        tombstone too, an erasure can never slip in between this read and the write.
         """
         key = keys.key(self.prefix, keys.PROFILE, user_id)
+        tombstone = tombstones.tombstone_key(self.settings, user_id)
         for _ in range(50):
             with self.redis.pipeline() as pipe:
                 try:
-                    pipe.watch(key)
+                    pipe.watch(key, tombstone)
                     raw = pipe.hgetall(key)
                     profile = from_bytes(reply_hash(raw)) if raw else Profile()
+                    erased = pipe.get(tombstone)
+                    if erased is not None and tombstones.before(float(erased), event.ts):
+                        pipe.unwatch()
+                        return profile
                     if vector is not None:
                         updated = apply_event(profile, vector, weight=event.weight, ts=event.ts,
                                               session_id=event.session_id, half_life_s=self.half_life_s)
@@ -131,7 +139,12 @@ class ProfileStore:
             raw = self.redis.lrange(key, 0, batch - 1)
             if not raw:
                 return applied
-            pending = [(user, AppliedEvent(**fields)) for user, fields in (json.loads(r) for r in raw)]
+            # An erasure scrubs its user's entries in place (indexer.privacy.SCRUBBED: positions must not
+            # move under this LRANGE/LTRIM); entries of a user erased since they were deferred are skipped.
+            entries = [entry for entry in (json.loads(r) for r in raw) if entry is not None]
+            pending = tombstones.keep_records(self.redis, self.settings,
+                                              [(user, AppliedEvent(**fields)) for user, fields in entries],
+                                              lambda pair: (pair[0], pair[1].ts))
             vectors = vectors_for([event.item_id for _, event in pending])
             for user, event in pending:
                 self.apply(user, vectors.get(event.item_id), event)

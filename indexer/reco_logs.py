@@ -10,7 +10,7 @@ from typing import Any
 from elasticsearch import Elasticsearch
 from redis import Redis
 
-from indexer import keys
+from indexer import keys, tombstones
 from indexer.bulk import run_bulk
 from indexer.lifecycle import alias_name
 from indexer.settings import Settings
@@ -41,7 +41,9 @@ def flush_logs(es: Elasticsearch, redis: Redis, settings: Settings, batch: int =
         raw = redis.lrange(key, 0, batch - 1)
         if not raw:
             return written
-        docs = [json.loads(r) for r in raw]
+        # Skip lines an erasure scrubbed in place (positions must not move under this LRANGE/LTRIM) and
+        # lines of a user erased since they were queued; a user erased meanwhile gets them taken back.
+        docs = [dict(d) for d in tombstones.keep_events(redis, settings, [d for d in map(json.loads, raw) if d])]
 
         def actions(docs: list[dict[str, Any]] = docs) -> Iterator[dict[str, Any]]:
             for doc in docs:
@@ -51,8 +53,10 @@ def flush_logs(es: Elasticsearch, redis: Redis, settings: Settings, batch: int =
         report = run_bulk(es, actions(), require_alias=True)
         if report.failed:
             raise RuntimeError(f"{len(report.failed)} reco logs not written: {report.failed[0]['error']}")
+        tombstones.take_back(es, redis, settings, "reco_logs",
+                             [(*tombstones.event_user_ts(d), str(d["request_id"])) for d in docs])
         redis.ltrim(key, len(raw), -1)
-        written += len(raw)
+        written += len(docs)
 
 
 def attribute_clicks(es: Elasticsearch, settings: Settings, events: Sequence[Mapping[str, Any]]) -> int:

@@ -228,6 +228,17 @@ def cmd_events_import(args: argparse.Namespace) -> int:
     return 0 if not result["failed_count"] else 1
 
 
+def cmd_users(args: argparse.Namespace) -> int:
+    """Export or erase one user's data (the same code as GET /v1/users/{id}/export and DELETE /v1/users/{id})."""
+    from indexer import privacy
+    from indexer.clients import make_redis
+
+    settings = get_settings()
+    run = privacy.erase_user if args.action == "delete" else privacy.export_user
+    print(json.dumps(run(make_es(settings, timeout=60), make_redis(settings), settings, args.user_id), indent=2))
+    return 0
+
+
 def cmd_report_ctr(args: argparse.Namespace) -> int:
     from indexer.clients import make_redis
     from indexer.reco_logs import ctr_by_strategy, flush_logs
@@ -283,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--no-rebuild", action="store_true", help="write the events only; rebuild profiles later")
     p.set_defaults(func=cmd_events_import)
+    users = sub.add_parser("users", help="one user's data").add_subparsers(dest="action", required=True)
+    for action, text in (("export", "print everything held about the user, as JSON"),
+                         ("delete", "erase everything held about the user; prints counts per store")):
+        p = users.add_parser(action, help=text)
+        p.add_argument("user_id")
+        p.set_defaults(func=cmd_users)
     report = sub.add_parser("report", help="reports from the logs").add_subparsers(dest="action", required=True)
     report.add_parser("ctr", help="click-through rate of served lists per strategy").set_defaults(func=cmd_report_ctr)
     kibana = sub.add_parser("kibana", help="Kibana saved objects").add_subparsers(dest="action", required=True)

@@ -14,7 +14,7 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from indexer import catalog, keys, lifecycle, promotion, training
+from indexer import catalog, keys, lifecycle, promotion, tombstones, training
 from indexer import task_routing as names
 from indexer.cf_serving import ModelCache
 from indexer.clients import make_es, make_redis
@@ -199,6 +199,8 @@ class EventsTask(Task[Any, Any]):
 
 
 def dead_letter(events: list[dict[str, Any]], reason: str) -> None:
+    # The events of a user erased meanwhile are dropped, not kept for a later replay.
+    events = [dict(e) for e in tombstones.keep_events(redis(), get_settings(), events)] if events else events
     if events:
         key = keys.key(get_settings().index_prefix, keys.EVENTS_DEAD_LETTER)
         redis().rpush(key, json.dumps({"reason": reason, "events": events}))
@@ -215,7 +217,12 @@ def record_events(self: Task[Any, Any], events: list[dict[str, Any]]) -> dict[st
     settings = get_settings()
     # Logs first, so that clicks in this batch find the lists they were served from.
     flush_logs(es(), redis(), settings)
+    # Events of a user erased since they were accepted are dropped (indexer.tombstones); a user erased
+    # while this batch is written gets its events taken back right after.
+    events = [dict(e) for e in tombstones.keep_events(redis(), settings, events)]
     report = write_events(es(), settings, events)
+    tombstones.take_back(es(), redis(), settings, "events",
+                         [(*tombstones.event_user_ts(e), str(e["event_id"])) for e in events])
     retryable = [f for f in report.failed if _retryable(f)]
     if retryable:
         # Rejected or unavailable shards: the whole batch again (idempotent by event id), with backoff.
