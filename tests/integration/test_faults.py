@@ -15,7 +15,10 @@ from tests.helpers import PREFIX, WorkerProcess, drop_test_indices, run_stack
 
 pytestmark = pytest.mark.integration
 
-PORT = "9293"
+# Overridable, like the suite's Redis databases, so that two test runs on one machine keep apart.
+PORT = os.environ.get("HYBRIDREC_TEST_FAULTS_ES_PORT", "9293")
+TRANSPORT_PORT = os.environ.get("HYBRIDREC_TEST_FAULTS_TRANSPORT_PORT", "9393")
+BROKER_URL = os.environ.get("HYBRIDREC_TEST_FAULTS_BROKER_URL", "redis://127.0.0.1:6379/15")
 OUTAGE_S = int(os.environ.get("HYBRIDREC_OUTAGE_S", "15"))  # the issue asks ~30 s; CI keeps it short
 
 
@@ -24,12 +27,12 @@ def private(tmp_path, redis_client):
     from indexer.settings import load_settings
 
     env = {"HYBRIDREC_STATE_DIR": str(tmp_path / "stack"), "HYBRIDREC_ES_PORT": PORT,
-           "HYBRIDREC_ES_TRANSPORT_PORT": "9393", "HYBRIDREC_ES_HEAP": "512m"}
+           "HYBRIDREC_ES_TRANSPORT_PORT": TRANSPORT_PORT, "HYBRIDREC_ES_HEAP": "512m"}
 
     stack = partial(run_stack, env)
 
     hybridrec_env = {"HYBRIDREC_ES_URL": f"http://127.0.0.1:{PORT}", "HYBRIDREC_INDEX_PREFIX": f"{PREFIX}-f",
-                     "HYBRIDREC_BROKER_URL": "redis://127.0.0.1:6379/15"}
+                     "HYBRIDREC_BROKER_URL": BROKER_URL}
     settings = load_settings(es_url=hybridrec_env["HYBRIDREC_ES_URL"],
                              index_prefix=hybridrec_env["HYBRIDREC_INDEX_PREFIX"],
                              broker_url=hybridrec_env["HYBRIDREC_BROKER_URL"])
