@@ -11,12 +11,12 @@ from elasticsearch.helpers import scan
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 from indexer.bulk import BulkReport, run_bulk
-from indexer.documents import ItemError, describe_validation
+from indexer.documents import IdBytes, ItemError, describe_validation
 from indexer.lifecycle import alias_name
 from indexer.profile import EVENT_WEIGHTS
 from indexer.settings import Settings
 
-Id = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+Id = Annotated[StrictStr, Field(min_length=1, max_length=256), IdBytes]
 # Decay and trending weigh an event by its timestamp, so one event dated far ahead would outweigh all
 # real ones for good (pinning an item atop trending, freezing a profile). Allow only clock skew.
 MAX_FUTURE_SKEW = timedelta(minutes=5)
