@@ -1,10 +1,10 @@
 """POST /v1/events: the user's profile changes at once (Redis); the durable write is enqueued first."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from api.auth import scope
-from api.errors import problem
+from api.errors import json_body, problem
 from api.services import services
 from indexer import search
 from indexer.errors import InvalidInput
@@ -22,9 +22,7 @@ MAX_EVENTS = 1_000
 @bp.post("/events")
 @scope("write")
 def post_events() -> tuple[Response, int]:
-    body = request.get_json(silent=True)
-    if body is None:
-        raise InvalidInput("the request body must be JSON (Content-Type: application/json)")
+    body = json_body()
     raw = body.get("events") if isinstance(body, dict) and "events" in body else body
     raw = raw if isinstance(raw, list) else [raw]
     if len(raw) > MAX_EVENTS:
