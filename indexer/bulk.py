@@ -50,7 +50,10 @@ def run_bulk(es: Elasticsearch, actions: Iterable[dict[str, Any]], *, require_al
     so it fails by itself and every other action is written."""
     report = BulkReport()
     extra: dict[str, Any] = {"require_alias": True} if require_alias else {}  # passed on to es.bulk
-    _bulk_isolating(es, list(actions), report, extra)
+    # A chunk's worth at a time: a promotion streams the whole catalog through here, and only one chunk
+    # may need to be split again.
+    for chunk in batches(actions, CHUNK_SIZE):
+        _bulk_isolating(es, chunk, report, extra)
     return report
 
 
