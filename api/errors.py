@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from elasticsearch import ApiError, ConnectionTimeout
 from elasticsearch import ConnectionError as ESConnectionError
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -16,6 +17,7 @@ from indexer.errors import BackendUnavailable, Conflict, HybridrecError, Invalid
 
 log = logging.getLogger(__name__)
 
+DEEP_JSON = "the JSON body is nested too deeply"
 
 
 class Unauthorized(HybridrecError):
@@ -38,6 +40,18 @@ def problem(status: int, title: str, detail: str, **extra: object) -> Response:
     return response
 
 
+def json_body() -> Any:
+    """The request's JSON body. Not JSON, or nested so deeply that the parser gives up (a RecursionError,
+    which is no ValueError and would otherwise be a 500), is the client's 400."""
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        raise InvalidInput(DEEP_JSON) from None
+    if body is None:
+        raise InvalidInput("the request body must be JSON (Content-Type: application/json)")
+    return body
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(HybridrecError)
     def _domain(exc: HybridrecError) -> Response:
@@ -48,6 +62,12 @@ def init_app(app: Flask) -> None:
     def _validation(exc: ValidationError) -> Response:
         errors = describe_validation(exc, "request")
         return problem(400, "Invalid request", "; ".join(errors), errors=errors)
+
+    @app.errorhandler(RecursionError)
+    def _too_deep(exc: RecursionError) -> Response:
+        # A body that parsed can still be deep enough for a later step to give up on: still bad input.
+        log.warning("request refused, nested too deeply: %s", request.path)
+        return problem(400, "Invalid request", DEEP_JSON)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

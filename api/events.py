@@ -1,14 +1,14 @@
 """POST /v1/events: the user's profile changes at once (Redis); the durable write is enqueued first."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from api.auth import scope
-from api.errors import problem
+from api.errors import json_body, problem
 from api.services import services
 from indexer import search
 from indexer.errors import InvalidInput
-from indexer.events import event_document, validate_events
+from indexer.events import event_document, first_sightings, validate_events
 from indexer.lifecycle import alias_name
 from indexer.profile_store import AppliedEvent, ProfileStore
 from indexer.recommender import ES_DOWN
@@ -22,9 +22,7 @@ MAX_EVENTS = 1_000
 @bp.post("/events")
 @scope("write")
 def post_events() -> tuple[Response, int]:
-    body = request.get_json(silent=True)
-    if body is None:
-        raise InvalidInput("the request body must be JSON (Content-Type: application/json)")
+    body = json_body()
     raw = body.get("events") if isinstance(body, dict) and "events" in body else body
     raw = raw if isinstance(raw, list) else [raw]
     if len(raw) > MAX_EVENTS:
@@ -38,18 +36,20 @@ def post_events() -> tuple[Response, int]:
     # Durable first: once the task is in the broker the event cannot be lost, then the hot profile.
     task_id = svc.enqueue(RECORD_EVENTS, [event_document(e) for e in valid])
     store = ProfileStore(svc.redis, svc.settings)
-    applied = [(e.user_id, AppliedEvent(e.item_id, e.weight, e.epoch(), e.session_id)) for e in valid]
+    # An event sent again (same event_id) is stored once (its id is the document _id): apply it once too.
+    new = first_sightings(svc.redis, svc.settings, valid)
+    applied = [(e.user_id, AppliedEvent(e.item_id, e.weight, e.epoch(), e.session_id)) for e in new]
     try:
-        vectors = search.item_vectors(svc.es, alias_name(svc.settings, "items"), [e.item_id for e in valid])
+        vectors = search.item_vectors(svc.es, alias_name(svc.settings, "items"), [e.item_id for e in new])
     except ES_DOWN:
         # The event is already safe in the broker; its profile update waits for Elasticsearch
         # (the item vectors live there) and is applied by the worker once the durable write succeeds.
         store.defer(applied)
         return jsonify(accepted=len(valid), task_id=task_id, profile_versions={}, profile_pending=True,
-                       errors=[e.as_dict() for e in errors]), 202
+                       duplicates=len(valid) - len(new), errors=[e.as_dict() for e in errors]), 202
     versions: dict[str, int] = {}
     for user_id, event in applied:
         versions[user_id] = store.apply(user_id, vectors.get(event.item_id), event).version
-    unknown = sorted({e.item_id for e in valid if e.item_id not in vectors})
+    unknown = sorted({e.item_id for e in new if e.item_id not in vectors})
     return jsonify(accepted=len(valid), task_id=task_id, profile_versions=versions, profile_pending=False,
-                   unknown_items=unknown, errors=[e.as_dict() for e in errors]), 202
+                   unknown_items=unknown, duplicates=len(valid) - len(new), errors=[e.as_dict() for e in errors]), 202

@@ -5,27 +5,21 @@ import time
 from typing import Any
 
 from celery.result import AsyncResult
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from api.auth import scope
-from api.errors import problem
+from api.errors import json_body, problem
 from api.services import services
 from indexer import lifecycle
 from indexer.documents import validate_items
-from indexer.errors import InvalidInput
+from indexer.errors import HybridrecError, InvalidInput
 from indexer.task_routing import DELETE_ITEMS, INDEX_ITEMS, REINDEX, ROLLBACK
 
 bp = Blueprint("items", __name__, url_prefix="/v1")
 
 MAX_BULK_ITEMS = 5_000
 TASK_BATCH = 200
-
-
-def _json_body() -> Any:
-    body = request.get_json(silent=True)
-    if body is None:
-        raise InvalidInput("the request body must be JSON (Content-Type: application/json)")
-    return body
+MAX_TASK_REASON_CHARS = 300
 
 
 def _enqueue_items(raw: list[Any]) -> tuple[Response, int]:
@@ -42,7 +36,7 @@ def _enqueue_items(raw: list[Any]) -> tuple[Response, int]:
 @bp.put("/items/<item_id>")
 @scope("write")
 def put_item(item_id: str) -> tuple[Response, int]:
-    body = _json_body()
+    body = json_body()
     if not isinstance(body, dict):
         raise InvalidInput("the body must be one item object")
     if "id" in body and body["id"] != item_id:
@@ -53,7 +47,7 @@ def put_item(item_id: str) -> tuple[Response, int]:
 @bp.post("/items/bulk")
 @scope("write")
 def bulk_items() -> tuple[Response, int]:
-    body = _json_body()
+    body = json_body()
     raw = body.get("items") if isinstance(body, dict) else body
     if not isinstance(raw, list):
         raise InvalidInput('the body must be {"items": [...]} or a JSON array of items')
@@ -90,6 +84,13 @@ def indices() -> Response:
                    versions=[v.__dict__ for v in versions])
 
 
+def task_error(exc: BaseException) -> dict[str, str]:
+    """A failed task as its readers see it: the kind and a short reason. A domain error's message is meant
+    for the caller; anything else (a client error's repr names nodes and headers) stays in the worker log."""
+    reason = exc.message if isinstance(exc, HybridrecError) else "the task failed; the worker log has the details"
+    return {"error": type(exc).__name__, "reason": reason[:MAX_TASK_REASON_CHARS]}
+
+
 @bp.get("/tasks/<task_id>")
 @scope("read")
 def task_status(task_id: str) -> Response:
@@ -98,6 +99,6 @@ def task_status(task_id: str) -> Response:
     state: str = result.state
     info: Any = result.info
     if isinstance(info, BaseException):
-        info = {"error": f"{type(info).__name__}: {info}"}
+        info = task_error(info)
     return jsonify(id=task_id, state=state, result=info if result.ready() else None,
                    progress=info if state == "PROGRESS" else None)

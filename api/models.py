@@ -6,6 +6,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from api.auth import scope
+from api.errors import json_body
 from api.services import services
 from indexer import model_registry as registry
 from indexer.errors import InvalidInput
@@ -17,7 +18,7 @@ bp = Blueprint("models", __name__, url_prefix="/v1/admin")
 @bp.post("/train")
 @scope("admin")
 def start_training() -> tuple[Response, int]:
-    body: Any = request.get_json(silent=True) if request.data else {}
+    body: Any = json_body() if request.data else {}
     if not isinstance(body, dict) or set(body) - {"promote"} or not isinstance(body.get("promote", True), bool):
         raise InvalidInput('the body is optional; if given, it is {"promote": true|false}')
     return jsonify(task_id=services().enqueue(TRAIN, body.get("promote", True))), 202

@@ -32,6 +32,17 @@ def _ok(description: str, status: str = "200") -> dict[str, Any]:
             "400": _problem("invalid request"), "503": _problem("a backend did not answer in time")}
 
 
+WRITE_REFUSED = ("invalid body: not JSON, nested too deeply, or beyond Elasticsearch's limits (ids over 512 UTF-8 "
+                 "bytes, a version of 2**63 or more, updated_at before 1970 without a version, attributes nested "
+                 "more than 20 objects deep or with a key path and value over 32,766 bytes); the detail names the "
+                 "field, `errors` lists per-record reasons")
+
+
+def _write_ok(description: str) -> dict[str, Any]:
+    """A write endpoint's responses: accepted (202) or refused with the problem named (400)."""
+    return {**_ok(description, "202"), "400": _problem(WRITE_REFUSED)}
+
+
 def _read_parameters(exclude: set[str]) -> list[dict[str, Any]]:
     """Query parameters from ReadParams' JSON schema; list parameters repeat (or take commas)."""
     params = []
@@ -76,20 +87,20 @@ def build_spec() -> dict[str, Any]:
                                               "responses": {"200": {"description": "text exposition format"}}}})
     spec.path("/v1/items/{item_id}", parameters=[_path_param("item_id")], operations={
         "put": {"summary": "Create or replace one item (enqueued)", "requestBody": body(item_ref),
-                "responses": _ok("accepted", "202")},
+                "responses": _write_ok("accepted")},
         "delete": {"summary": "Delete one item (enqueued)", "responses": _ok("accepted", "202")}})
     items_array = {"type": "array", "items": item_ref, "maxItems": MAX_BULK_ITEMS}
     spec.path("/v1/items/bulk", operations={"post": {
         "summary": "Index a batch of items (enqueued); bad items are reported one by one",
         "requestBody": body({"oneOf": [items_array, {"type": "object", "required": ["items"],
                                                      "properties": {"items": items_array}}]}),
-        "responses": _ok("accepted", "202")}})
+        "responses": _write_ok("accepted (bad items are listed in `errors`)")}})
     spec.path("/v1/events", operations={"post": {
         "summary": "Record events; the user's profile changes at once",
         "requestBody": body({"oneOf": [event_ref, {"type": "array", "items": event_ref, "maxItems": MAX_EVENTS},
                                        {"type": "object", "required": ["events"], "properties": {
                                            "events": {"type": "array", "items": event_ref, "maxItems": MAX_EVENTS}}}]}),
-        "responses": _ok("accepted", "202")}})
+        "responses": _write_ok("accepted (bad events are listed in `errors`)")}})
     spec.path("/v1/users/{user_id}/recommendations", parameters=[_path_param("user_id")], operations={"get": {
         "summary": "Recommendations for a user (trending on cold start)",
         "parameters": _read_parameters({"user_id"}), "responses": _ok("ranked items")}})
@@ -123,7 +134,8 @@ def build_spec() -> dict[str, Any]:
         "summary": "Train a collaborative model from the events index, gate it, promote it if it passes (task)",
         "requestBody": {"required": False, "content": {"application/json": {"schema": {
             "type": "object", "additionalProperties": False, "properties": {"promote": {"type": "boolean"}}}}}},
-        "responses": {**_ok("task enqueued", "202"), "400": _problem("invalid body")}}})
+        "responses": {**_ok("task enqueued", "202"), "400": _problem("invalid body (not JSON, nested too deeply, "
+                                                                     "or not {\"promote\": true|false})")}}})
     spec.path("/v1/admin/models", operations={"get": {"summary": "Model versions, metrics, states, serving pointer",
                                                       "responses": _ok("models")}})
     spec.path("/v1/admin/models/{version}/promote", parameters=[{"name": "version", "in": "path", "required": True,
@@ -134,7 +146,8 @@ def build_spec() -> dict[str, Any]:
         "summary": "Serve the model that served before the current one (task)",
         "responses": _ok("task enqueued", "202")}})
     spec.path("/v1/tasks/{task_id}", parameters=[_path_param("task_id")], operations={"get": {
-        "summary": "Task state, progress and result", "responses": _ok("task")}})
+        "summary": "Task state, progress and result; a failed task's result is {error, reason}, a short reason",
+        "responses": _ok("task")}})
     return spec.to_dict()
 
 

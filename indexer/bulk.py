@@ -5,17 +5,21 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from elasticsearch import Elasticsearch
+from elasticsearch import ApiError, Elasticsearch
 from elasticsearch.helpers import streaming_bulk
 
 from indexer.cf_fields import CF_FIELDS
 from indexer.documents import Existing
+from indexer.errors import BackendUnavailable
 
 # Rejections (429) are retried by the helper, and only the rejected documents; other
 # failures are reported per item. The client itself does not retry (see clients.make_es).
 BULK_RETRIES = 5
 CHUNK_SIZE = 500
 CHUNK_BYTES = 20 * 1024 * 1024
+# Statuses with which Elasticsearch refuses a bulk request as a whole for what one action holds.
+REQUEST_REFUSALS = (400, 413)
+MAX_REASON_CHARS = 500
 
 
 @dataclass
@@ -39,26 +43,75 @@ def batches(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 def run_bulk(es: Elasticsearch, actions: Iterable[dict[str, Any]], *, require_alias: bool = False) -> BulkReport:
     """Run actions through streaming_bulk; with require_alias every target must be an alias (a missing
-    alias fails the write instead of auto-creating a concrete index under its name)."""
+    alias fails the write instead of auto-creating a concrete index under its name).
+
+    Elasticsearch refuses some bad documents (an unparseable version, an over-long id) for the whole
+    request rather than per item; such a request is split in halves until the bad action stands alone,
+    so it fails by itself and every other action is written."""
     report = BulkReport()
     extra: dict[str, Any] = {"require_alias": True} if require_alias else {}  # passed on to es.bulk
-    for ok, result in streaming_bulk(
-        es, actions, chunk_size=CHUNK_SIZE, max_chunk_bytes=CHUNK_BYTES, raise_on_error=False,
-        raise_on_exception=True, max_retries=BULK_RETRIES, initial_backoff=0.5, max_backoff=10, **extra,
-    ):
-        op, info = next(iter(result.items()))
-        if ok:
-            report.ok += 1
-        elif info.get("status") == 409:
-            report.stale += 1
-        elif op == "delete" and info.get("status") == 404:
-            report.ok += 1  # already gone: a delete is idempotent
-        else:
-            error = info.get("error")
-            reason = error.get("reason") if isinstance(error, Mapping) else str(error)
-            report.failed.append({"id": info.get("_id"), "index": info.get("_index"), "status": info.get("status"),
-                                  "error": reason})
+    # A chunk's worth at a time: a promotion streams the whole catalog through here, and only one chunk
+    # may need to be split again.
+    for chunk in batches(actions, CHUNK_SIZE):
+        _bulk_isolating(es, chunk, report, extra)
     return report
+
+
+def _bulk_isolating(es: Elasticsearch, actions: list[dict[str, Any]], report: BulkReport,
+                    extra: dict[str, Any]) -> None:
+    done = 0
+    try:
+        for ok, result in streaming_bulk(
+            es, actions, chunk_size=CHUNK_SIZE, max_chunk_bytes=CHUNK_BYTES, raise_on_error=False,
+            raise_on_exception=True, max_retries=BULK_RETRIES, initial_backoff=0.5, max_backoff=10, **extra,
+        ):
+            done += 1
+            _tally(report, ok, result)
+    except ApiError as exc:
+        if exc.status_code >= 500:
+            raise BackendUnavailable(f"Elasticsearch answered {exc.status_code} to a bulk request") from exc
+        if exc.status_code not in REQUEST_REFUSALS:
+            raise
+        # Chunks run in order and every action of a finished chunk has been reported: the refused
+        # request is among the actions not reported yet.
+        rest = actions[done:]
+        if len(rest) == 1:
+            report.failed.append({"id": rest[0].get("_id"), "index": rest[0].get("_index"),
+                                  "status": exc.status_code, "error": _request_reason(exc)})
+            return
+        middle = len(rest) // 2
+        _bulk_isolating(es, rest[:middle], report, extra)
+        _bulk_isolating(es, rest[middle:], report, extra)
+
+
+def _tally(report: BulkReport, ok: bool, result: Mapping[str, Any]) -> None:
+    op, info = next(iter(result.items()))
+    if ok:
+        report.ok += 1
+    elif info.get("status") == 409:
+        report.stale += 1
+    elif op == "delete" and info.get("status") == 404:
+        report.ok += 1  # already gone: a delete is idempotent
+    else:
+        report.failed.append({"id": info.get("_id"), "index": info.get("_index"), "status": info.get("status"),
+                              "error": _item_reason(info.get("error"))})
+
+
+def _item_reason(error: Any) -> str:
+    """Elasticsearch's reason for one refused document, with its cause (which names the broken limit)."""
+    if not isinstance(error, Mapping):
+        return str(error)[:MAX_REASON_CHARS]
+    reason = str(error.get("reason") or error.get("type"))
+    cause = error.get("caused_by")
+    if isinstance(cause, Mapping) and cause.get("reason"):
+        reason = f"{reason}: {cause['reason']}"
+    return reason[:MAX_REASON_CHARS]
+
+
+def _request_reason(exc: ApiError) -> str:
+    body = exc.body if isinstance(exc.body, Mapping) else {}
+    error = body.get("error")
+    return _item_reason(error) if error else f"Elasticsearch refused the request ({exc.status_code})"
 
 
 def index_documents(es: Elasticsearch, indices: Sequence[str], documents: Sequence[Mapping[str, Any]]) -> BulkReport:

@@ -53,7 +53,15 @@ def index_items(es: Elasticsearch, settings: Settings, items: Sequence[Item], en
     # A write reaches every target; count per item, not per (item, index) pair.
     per_target = max(1, len(targets))
     return IndexResult(embedded=build.embedded, reused=build.reused, indexed=report.ok // per_target,
-                       stale=report.stale // per_target, failed=report.failed)
+                       stale=report.stale // per_target, failed=_once_per_item(report.failed))
+
+
+def _once_per_item(failed: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One failure per item id: an item refused by the live index and the one being built is one refusal."""
+    first: dict[Any, dict[str, Any]] = {}
+    for failure in failed:
+        first.setdefault(failure.get("id"), failure)
+    return list(first.values())
 
 
 def delete_items(es: Elasticsearch, settings: Settings, ids: Sequence[str], version_ms: int) -> BulkReport:

@@ -7,15 +7,64 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
 from indexer.encoder import item_text, text_hash
 
 MAX_ID_CHARS = 256
+# Elasticsearch refuses an _id over 512 bytes for the whole bulk request, not per document: count bytes.
+MAX_ID_BYTES = 512
 # An id is a path segment of the API (/v1/items/<id>): no whitespace, no slash.
 ID_PATTERN = r"^[^\s/]+$"
 MAX_TITLE_CHARS = 1_000
 MAX_TAGS = 100
+# External versions are Java longs, >= 0: 2**63 or more fails the whole bulk request as unparseable.
+MAX_VERSION = 2**63 - 1
+# The `flattened` mapping of `attributes`: at most 20 nested objects (the attributes object counts), and
+# each leaf is indexed as "<key path>\0<value>", a Lucene term of at most 32,766 bytes.
+MAX_ATTRIBUTE_DEPTH = 20
+MAX_KEYED_TERM_BYTES = 32_766
+
+
+def within_id_bytes(value: str) -> str:
+    """An id Elasticsearch can store as a document _id (and as a keyword term): at most 512 UTF-8 bytes."""
+    size = len(value.encode("utf-8"))
+    if size > MAX_ID_BYTES:
+        raise ValueError(f"is {size} bytes in UTF-8; the limit is {MAX_ID_BYTES} bytes")
+    return value
+
+
+IdBytes = AfterValidator(within_id_bytes)
+
+
+def check_flattened(attributes: Mapping[str, Any]) -> None:
+    """Raise ValueError, naming the key, where `attributes` breaks Elasticsearch's `flattened` limits (which
+    would refuse the document after the API accepted it). Iterative: the depth may be anything."""
+    stack: list[tuple[str, Any, int]] = [("", attributes, 1)]
+    while stack:
+        path, value, depth = stack.pop()
+        if isinstance(value, Mapping):
+            if depth > MAX_ATTRIBUTE_DEPTH:
+                raise ValueError(f"{path or 'attributes'}: objects nested more than {MAX_ATTRIBUTE_DEPTH} levels deep "
+                                 f"(the flattened field's depth limit)")
+            stack.extend((f"{path}.{key}" if path else str(key), child, depth + 1) for key, child in value.items())
+        elif isinstance(value, list):
+            stack.extend((path, child, depth) for child in value)
+        elif value is not None:
+            size = len(path.encode("utf-8")) + 1 + len(str(value).encode("utf-8"))
+            if size > MAX_KEYED_TERM_BYTES:
+                raise ValueError(f"{path}: key and value take {size} bytes; the flattened field's limit is "
+                                 f"{MAX_KEYED_TERM_BYTES} bytes (key path + 1 + value, in UTF-8)")
 
 
 class Item(BaseModel):
@@ -23,7 +72,7 @@ class Item(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
+    id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN), IdBytes]
     title: Annotated[StrictStr, Field(min_length=1, max_length=MAX_TITLE_CHARS)]
     description: StrictStr = ""
     category: Annotated[StrictStr, Field(max_length=256)] | None = None
@@ -33,8 +82,14 @@ class Item(BaseModel):
     popularity: Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)] = 0.0
     created_at: datetime | None = None
     updated_at: datetime | None = None
-    version: Annotated[StrictInt, Field(ge=0)] | None = None
+    version: Annotated[StrictInt, Field(ge=0, le=MAX_VERSION)] | None = None
     attributes: dict[StrictStr, Any] = {}
+
+    @field_validator("attributes")
+    @classmethod
+    def _flattened_limits(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_flattened(value)
+        return value
 
     def text(self) -> str:
         return item_text(self.title, self.description, self.tags)
@@ -95,6 +150,13 @@ def validate_items(raw: Iterable[Any], *, max_text_chars: int, stamp_missing: bo
             continue
         if stamp_missing and item.version is None and item.updated_at is None:
             item = item.model_copy(update={"updated_at": now})
+        if item.version is None and (item.updated_at or item.created_at) and item.doc_version() < 0:
+            # A negative external version fails the whole bulk request. Deriving one (0, say) would make
+            # every pre-1970 update of the item equal and let an older one win: ask for a version instead.
+            stamp_field = "updated_at" if item.updated_at is not None else "created_at"
+            errors.append(ItemError(index, item.id, [f"{stamp_field}: before 1970 and no version; Elasticsearch "
+                                                     "versions cannot be negative: send an explicit version"]))
+            continue
         valid.append(item)
     return valid, errors
 

@@ -9,17 +9,22 @@ from typing import Annotated, Any
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import scan
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+from redis import Redis
 
+from indexer import keys
 from indexer.bulk import BulkReport, run_bulk
-from indexer.documents import ItemError, describe_validation
+from indexer.documents import IdBytes, ItemError, describe_validation
 from indexer.lifecycle import alias_name
 from indexer.profile import EVENT_WEIGHTS
 from indexer.settings import Settings
 
-Id = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+Id = Annotated[StrictStr, Field(min_length=1, max_length=256), IdBytes]
 # Decay and trending weigh an event by its timestamp, so one event dated far ahead would outweigh all
 # real ones for good (pinning an item atop trending, freezing a profile). Allow only clock skew.
 MAX_FUTURE_SKEW = timedelta(minutes=5)
+# How long an applied event id is remembered: a duplicate (a client's retry, a replayed request) within
+# this window is not applied again. Later ones are rare and `hybridrec profiles rebuild` sets them right.
+DUPLICATE_WINDOW_S = 24 * 3600
 
 
 class Event(BaseModel):
@@ -82,10 +87,42 @@ def validate_events(raw: Iterable[Any], now: datetime | None = None) -> tuple[li
     return valid, errors
 
 
+def first_sightings(redis: Redis, settings: Settings, events: Sequence[Event]) -> list[Event]:
+    """The events whose id was not applied before (within DUPLICATE_WINDOW_S), each claimed in one SET NX,
+    so that the live profile and trending count an event once, as the events index stores it once."""
+    if not events:
+        return []
+    with redis.pipeline(transaction=False) as pipe:
+        for event in events:
+            pipe.set(keys.key(settings.index_prefix, keys.EVENT_APPLIED, event.event_id), 1, nx=True,
+                     ex=DUPLICATE_WINDOW_S)
+        claimed = pipe.execute()
+    return [event for event, new in zip(events, claimed, strict=True) if new]
+
+
 def event_document(event: Event) -> dict[str, Any]:
     doc = event.model_dump(mode="json", exclude_none=True)
     doc["weight"] = event.weight
     return doc
+
+
+def replayable(docs: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
+    """Split dead-lettered event documents into those worth sending again and those that can never be
+    written (they fail the API's validation, as records from before it or edited by hand may), with why."""
+    keep: list[dict[str, Any]] = []
+    never: list[tuple[dict[str, Any], str]] = []
+    for doc in docs:
+        if not isinstance(doc, Mapping) or not doc.get("event_id"):
+            never.append((dict(doc) if isinstance(doc, Mapping) else {"event": doc}, "event: no event_id"))
+            continue
+        fields = {k: v for k, v in doc.items() if k != "weight"}
+        try:
+            Event.model_validate(fields)
+        except ValidationError as exc:
+            never.append((dict(doc), "; ".join(describe_validation(exc, "event"))))
+            continue
+        keep.append(dict(doc))
+    return keep, never
 
 
 def record_events(es: Elasticsearch, settings: Settings, events: Sequence[Mapping[str, Any]]) -> BulkReport:

@@ -23,11 +23,18 @@ RECO_LOG_QUEUE = "reco-log-queue"
 EVENTS_DEAD_LETTER = "events-dead-letter"
 # Erasure tombstones (indexer.tombstones): per user digest, the instant the user's data was erased.
 ERASED = "erased"
+# Events that can never be written (Elasticsearch refused them, or they fail validation): kept for an
+# operator, never replayed (workers.tasks and `hybridrec events replay` write, nobody reads automatically).
+EVENTS_QUARANTINE = "events-quarantine"
+# Event ids already applied to the live profile and trending (indexer.events.first_sightings): a client
+# that sends an event twice changes the profile once, as the events index (keyed by event id) stores it once.
+EVENT_APPLIED = "event-applied"
 # Flask-Limiter's counters (api.auth): a key prefix, the limiter appends its own parts.
 RATE_LIMIT = "ratelimit"
 # One task of a kind at a time (workers.tasks.task_lock).
 REINDEX_LOCK = "reindex-lock"
 MODEL_LOCK = "model-lock"
+PROFILE_DRAIN_LOCK = "profile-drain-lock"
 
 
 def key(prefix: str, kind: str, *parts: object) -> str:

@@ -4,6 +4,7 @@ strategy is one aggregation."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -14,6 +15,8 @@ from indexer import keys, tombstones
 from indexer.bulk import run_bulk
 from indexer.lifecycle import alias_name
 from indexer.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # Event types that count as a click on a served recommendation.
 CLICK_TYPES = frozenset({"click", "cart", "purchase", "like"})
@@ -51,8 +54,12 @@ def flush_logs(es: Elasticsearch, redis: Redis, settings: Settings, batch: int =
                 yield {"_op_type": "create", "_index": alias, "_id": doc["request_id"], "_source": doc}
 
         report = run_bulk(es, actions(), require_alias=True)
+        retryable = [f for f in report.failed if f.get("status") != 400]
+        if retryable:
+            raise RuntimeError(f"{len(retryable)} reco logs not written: {retryable[0]['error']}")
         if report.failed:
-            raise RuntimeError(f"{len(report.failed)} reco logs not written: {report.failed[0]['error']}")
+            # Refused for what the line holds: no retry changes that, and keeping it would block the queue.
+            log.error("dropped %d reco logs Elasticsearch refused: %s", len(report.failed), report.failed[0]["error"])
         tombstones.take_back(es, redis, settings, "reco_logs",
                              [(*tombstones.event_user_ts(d), str(d["request_id"])) for d in docs])
         redis.ltrim(key, len(raw), -1)

@@ -8,6 +8,8 @@ ROLLBACK = "hybridrec.rollback"
 RECORD_EVENTS = "hybridrec.record_events"
 SNAPSHOT_PROFILES = "hybridrec.snapshot_profiles"
 FLUSH_RECO_LOGS = "hybridrec.flush_reco_logs"
+ATTRIBUTE_CLICKS = "hybridrec.attribute_clicks"
+DRAIN_PROFILES = "hybridrec.drain_profiles"
 TRAIN = "hybridrec.train"
 TRAIN_IF_DUE = "hybridrec.train_if_due"
 PROMOTE_MODEL = "hybridrec.promote_model"
@@ -27,6 +29,8 @@ ROUTES = {
     RECORD_EVENTS: QUEUE_EVENTS,
     SNAPSHOT_PROFILES: QUEUE_INDEX,
     FLUSH_RECO_LOGS: QUEUE_EVENTS,
+    ATTRIBUTE_CLICKS: QUEUE_EVENTS,
+    DRAIN_PROFILES: QUEUE_EVENTS,
     TRAIN: QUEUE_TRAIN,
     TRAIN_IF_DUE: QUEUE_TRAIN,
     PROMOTE_MODEL: QUEUE_TRAIN,

@@ -192,20 +192,29 @@ def cmd_profiles_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_events_replay(args: argparse.Namespace) -> int:
-    """Send dead-lettered event batches (writes that exhausted their retries) to the workers again."""
+    """Send dead-lettered event batches (writes that exhausted their retries) to the workers again. Events
+    that can never be written (they fail validation) go to the quarantine list instead, so that replay
+    never loops on them; the worker quarantines what Elasticsearch refuses for good."""
     from indexer.clients import make_redis, reply_bytes
-    from workers.tasks import record_events
+    from indexer.events import replayable
+    from workers.tasks import quarantine, record_events
 
     settings = get_settings()
     redis = make_redis(settings)
     key = keys.key(settings.index_prefix, keys.EVENTS_DEAD_LETTER)
-    sent = events = 0
+    sent = events = quarantined = 0
     while (raw := redis.lpop(key)) is not None:
         entry = json.loads(reply_bytes(raw))
-        record_events.delay(entry["events"])
-        sent += 1
-        events += len(entry["events"])
-    print(json.dumps({"batches": sent, "events": events}))
+        keep, never = replayable(entry.get("events") or [])
+        for doc, reason in never:
+            quarantine([doc], f"not replayable: {reason}")
+        quarantined += len(never)
+        if keep:
+            record_events.delay(keep)
+            sent += 1
+            events += len(keep)
+    held = redis.llen(keys.key(settings.index_prefix, keys.EVENTS_QUARANTINE))
+    print(json.dumps({"batches": sent, "events": events, "quarantined": quarantined, "quarantine_total": held}))
     return 0
 
 

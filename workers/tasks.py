@@ -10,6 +10,7 @@ from celery import Task
 from celery.utils.log import get_task_logger
 from elasticsearch import ConnectionError as ESConnectionError
 from elasticsearch import ConnectionTimeout, Elasticsearch
+from kombu.exceptions import OperationalError
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -23,7 +24,7 @@ from indexer.encoder import get_encoder
 from indexer.errors import BackendUnavailable, Conflict
 from indexer.events import record_events as write_events
 from indexer.profile_store import ProfileStore
-from indexer.reco_logs import attribute_clicks, flush_logs
+from indexer.reco_logs import CLICK_TYPES, attribute_clicks, flush_logs
 from indexer.rollback import rollback as items_rollback
 from indexer.search import item_vectors
 from indexer.settings import get_settings
@@ -199,10 +200,20 @@ class EventsTask(Task[Any, Any]):
 
 
 def dead_letter(events: list[dict[str, Any]], reason: str) -> None:
+    """Keep events that may yet be written (replayed by `hybridrec events replay`)."""
+    _park(keys.EVENTS_DEAD_LETTER, events, reason)
+
+
+def quarantine(events: list[dict[str, Any]], reason: str) -> None:
+    """Keep events that can never be written, for an operator to look at; nothing replays them."""
+    _park(keys.EVENTS_QUARANTINE, events, reason)
+
+
+def _park(kind: str, events: list[dict[str, Any]], reason: str) -> None:
     # The events of a user erased meanwhile are dropped, not kept for a later replay.
     events = [dict(e) for e in tombstones.keep_events(redis(), get_settings(), events)] if events else events
     if events:
-        key = keys.key(get_settings().index_prefix, keys.EVENTS_DEAD_LETTER)
+        key = keys.key(get_settings().index_prefix, kind)
         redis().rpush(key, json.dumps({"reason": reason, "events": events}))
         log.error("record_events: %d events moved to %s: %s", len(events), key, reason)
 
@@ -213,10 +224,13 @@ EVENT_RETRY = RetryOptions({**RETRY, "retry_backoff": 1, "max_retries": 240})
 
 @app.task(name=names.RECORD_EVENTS, bind=True, base=EventsTask, **EVENT_RETRY)
 def record_events(self: Task[Any, Any], events: list[dict[str, Any]]) -> dict[str, Any]:
-    """Durable write of accepted events into the events index (_id = event_id: replays are harmless)."""
+    """Durable write of accepted events into the events index (_id = event_id: replays are harmless).
+
+    This task writes events and nothing else: click attribution (which needs the reco logs) and deferred
+    profile updates are follow-up tasks, so that their failures can never fail, retry or dead-letter a
+    batch of events. A refused event is set apart alone (the bulk write isolates it); its neighbours are
+    written."""
     settings = get_settings()
-    # Logs first, so that clicks in this batch find the lists they were served from.
-    flush_logs(es(), redis(), settings)
     # Events of a user erased since they were accepted are dropped (indexer.tombstones); a user erased
     # while this batch is written gets its events taken back right after.
     events = [dict(e) for e in tombstones.keep_events(redis(), settings, events)]
@@ -227,14 +241,55 @@ def record_events(self: Task[Any, Any], events: list[dict[str, Any]]) -> dict[st
     if retryable:
         # Rejected or unavailable shards: the whole batch again (idempotent by event id), with backoff.
         raise BackendUnavailable(f"{len(retryable)} events not written ({retryable[0].get('error')}); retrying")
-    failed_ids = {f["id"] for f in report.failed}
-    if failed_ids:
-        dead_letter([e for e in events if e["event_id"] in failed_ids], f"rejected: {report.failed[0]['error']}")
-    attribute_clicks(es(), settings, [e for e in events if e["event_id"] not in failed_ids])
-    # Elasticsearch answers again: apply profile updates deferred while it was down.
-    store = ProfileStore(redis(), settings)
-    drained = store.drain_pending(lambda ids: item_vectors(es(), lifecycle.alias_name(settings, "items"), ids))
-    return {"written": report.ok, "failed": report.failed, "profiles_drained": drained}
+    refused = {f["id"]: f for f in report.failed}
+    for failure in report.failed:
+        event = [e for e in events if e.get("event_id") == failure["id"]]
+        # 400: Elasticsearch refused the document itself, which no replay changes; anything else (a missing
+        # alias, say) may be mended by an operator, and the event replayed.
+        park = quarantine if failure.get("status") == 400 else dead_letter
+        park(event, f"refused ({failure.get('status')}): {failure.get('error')}")
+    written = [e for e in events if e.get("event_id") not in refused]
+    return {"written": report.ok, "failed": report.failed, "follow_up": _follow_up(settings.index_prefix, written)}
+
+
+def _follow_up(prefix: str, written: list[dict[str, Any]]) -> list[str]:
+    """Queue the work that depends on written events; returns the task ids. The events are safe already:
+    a broker hiccup here costs at most a click attribution, and deferred profiles wait for the next batch."""
+    clicks = [e for e in written if e.get("request_id") and e.get("type") in CLICK_TYPES]
+    sent: list[str] = []
+    try:
+        if clicks:
+            sent.append(str(attribute_clicks_task.delay(clicks).id))
+        if redis().llen(keys.key(prefix, keys.PENDING_PROFILE)):
+            sent.append(str(drain_profiles.delay().id))
+    except (OperationalError, RedisConnectionError, RedisTimeoutError) as exc:
+        log.warning("record_events: follow-up tasks not queued (%s); the events are written", exc)
+    return sent
+
+
+@app.task(name=names.ATTRIBUTE_CLICKS, bind=True, **RETRY)
+def attribute_clicks_task(self: Task[Any, Any], clicks: list[dict[str, Any]]) -> dict[str, int]:
+    """Mark the served lists these clicks came from (logs first, so that the lists are there)."""
+    settings = get_settings()
+    flush_logs(es(), redis(), settings)
+    return {"attributed": attribute_clicks(es(), settings, clicks)}
+
+
+@app.task(name=names.DRAIN_PROFILES, bind=True, **RETRY)
+def drain_profiles(self: Task[Any, Any]) -> dict[str, int]:
+    """Elasticsearch answers again: apply the profile updates deferred while it was down. One drain at a
+    time (every written batch may queue one): two would apply the same pending updates twice."""
+    settings = get_settings()
+    lock, owner = keys.key(settings.index_prefix, keys.PROFILE_DRAIN_LOCK), str(self.request.id)
+    if not redis().set(lock, owner, nx=True, ex=600):
+        return {"profiles_drained": 0}  # the running drain takes what is pending
+    try:
+        store = ProfileStore(redis(), settings)
+        drained = store.drain_pending(lambda ids: item_vectors(es(), lifecycle.alias_name(settings, "items"), ids))
+    finally:
+        if redis().get(lock) == owner.encode():
+            redis().delete(lock)
+    return {"profiles_drained": drained}
 
 
 @app.task(name=names.SNAPSHOT_PROFILES, bind=True, **RETRY)

@@ -1,5 +1,5 @@
-"""An event batch Elasticsearch refuses for good is kept in a dead-letter list, not dropped, and can be
-replayed; the good events of the same batch are written."""
+"""An event batch that exhausts its retries is kept in a dead-letter list, not dropped, and can be replayed;
+an event Elasticsearch refuses for good is quarantined alone and the good events of its batch are written."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_rejected_events_are_dead_lettered_and_replayable(fresh, worker, es, settings, redis_client):
+def test_refused_events_are_quarantined_and_dead_letters_replayable(fresh, worker, es, settings, redis_client):
     from indexer import keys
     from indexer.lifecycle import alias_name
     from workers.cli import main
@@ -21,14 +21,19 @@ def test_rejected_events_are_dead_lettered_and_replayable(fresh, worker, es, set
     bad = {**good, "event_id": "e-bad", "ts": "not a date"}  # the strict mapping refuses it
     result = record_events.delay([good, bad]).get(timeout=120)
     assert result["written"] == 1 and result["failed"][0]["id"] == "e-bad"
-    key = keys.key(settings.index_prefix, keys.EVENTS_DEAD_LETTER)
-    entries = [json.loads(e) for e in redis_client.lrange(key, 0, -1)]
+    quarantine = keys.key(settings.index_prefix, keys.EVENTS_QUARANTINE)
+    entries = [json.loads(e) for e in redis_client.lrange(quarantine, 0, -1)]
     assert [e["event_id"] for entry in entries for e in entry["events"]] == ["e-bad"]
-    es.indices.refresh(index=alias_name(settings, "events"))
-    assert es.count(index=alias_name(settings, "events"))["count"] == 1
+    events = alias_name(settings, "events")
+    es.indices.refresh(index=events)
+    assert es.count(index=events)["count"] == 1
 
+    # A batch that exhausted its retries (Elasticsearch down for hours) is sent again by replay.
+    dead = keys.key(settings.index_prefix, keys.EVENTS_DEAD_LETTER)
+    redis_client.rpush(dead, json.dumps({"reason": "ConnectionError", "events": [{**good, "event_id": "e-late"}]}))
     assert main(["events", "replay"]) == 0
     deadline = time.time() + 60
-    while redis_client.llen(key) == 0 and time.time() < deadline:  # refused again: back in the list
+    while es.count(index=events)["count"] < 2 and time.time() < deadline:
         time.sleep(0.2)
-    assert redis_client.llen(key) == 1
+        es.indices.refresh(index=events)
+    assert es.count(index=events)["count"] == 2 and redis_client.llen(dead) == 0

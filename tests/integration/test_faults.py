@@ -102,6 +102,8 @@ def test_es_outage_degrades_reads_and_loses_no_event(private, redis_client):
     stack("start", "es")
     restarted = time.time()
     outcomes = [results.AsyncResult(task_id).get(timeout=300) for task_id in task_ids]
+    for follow_up in {task_id for outcome in outcomes for task_id in outcome["follow_up"]}:
+        results.AsyncResult(follow_up).get(timeout=120)  # deferred profiles are drained by a follow-up task
     recovery_s = time.time() - restarted
     es.indices.refresh(index=lifecycle.alias_name(settings, "events"))
     stored = es.count(index=lifecycle.alias_name(settings, "events"))["count"]

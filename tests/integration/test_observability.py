@@ -45,7 +45,9 @@ def test_reco_logs_clicks_and_ctr_by_strategy(catalog, worker, client, es, setti
                                                    "type": kind, "request_id": body["request_id"]})
         tasks.append(response.get_json())
     for task in tasks:
-        AsyncResult(task["task_id"], app=celery_app).get(timeout=120)
+        result = AsyncResult(task["task_id"], app=celery_app).get(timeout=120)
+        for follow_up in result["follow_up"]:  # click attribution runs after the events are written
+            AsyncResult(follow_up, app=celery_app).get(timeout=120)
     es.indices.refresh(index=alias_name(settings, "reco_logs"))
     logged = es.get(index=alias_name(settings, "reco_logs"), id=bodies[0]["request_id"])["_source"]
     assert logged["clicked"] == 1 and logged["items"] == [i["id"] for i in bodies[0]["items"]]
