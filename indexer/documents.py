@@ -110,8 +110,8 @@ class Item(BaseModel):
 
 
 @dataclass(frozen=True)
-class ItemError:
-    """Why one item of a batch was refused; the other items are unaffected."""
+class RecordError:
+    """Why one record (an item or an event) of a batch was refused; the other records are unaffected."""
 
     index: int
     id: str | None
@@ -127,26 +127,26 @@ def describe_validation(exc: ValidationError, subject: str = "item") -> list[str
 
 
 def validate_items(raw: Iterable[Any], *, max_text_chars: int, stamp_missing: bool = False,
-                   now: datetime | None = None) -> tuple[list[Item], list[ItemError]]:
+                   now: datetime | None = None) -> tuple[list[Item], list[RecordError]]:
     """Split a batch into valid items and per-item errors. With stamp_missing, items that carry
     neither version nor updated_at get updated_at = now (the moment the API accepted them)."""
     valid: list[Item] = []
-    errors: list[ItemError] = []
+    errors: list[RecordError] = []
     now = now or datetime.now(UTC)
     for index, entry in enumerate(raw):
         raw_id = entry.get("id") if isinstance(entry, Mapping) else None
         shown_id = raw_id if isinstance(raw_id, str) else None
         if not isinstance(entry, Mapping):
-            errors.append(ItemError(index, None, [f"item: expected a JSON object, got {type(entry).__name__}"]))
+            errors.append(RecordError(index, None, [f"item: expected a JSON object, got {type(entry).__name__}"]))
             continue
         try:
             item = Item.model_validate(dict(entry))
         except ValidationError as exc:
-            errors.append(ItemError(index, shown_id, describe_validation(exc)))
+            errors.append(RecordError(index, shown_id, describe_validation(exc)))
             continue
         if len(item.text()) > max_text_chars:
-            errors.append(ItemError(index, item.id, [f"text: title+description+tags is {len(item.text())} characters, "
-                                                     f"the limit is {max_text_chars}"]))
+            errors.append(RecordError(index, item.id, [f"text: title+description+tags is {len(item.text())} "
+                                                       f"characters, the limit is {max_text_chars}"]))
             continue
         if stamp_missing and item.version is None and item.updated_at is None:
             item = item.model_copy(update={"updated_at": now})
@@ -154,7 +154,7 @@ def validate_items(raw: Iterable[Any], *, max_text_chars: int, stamp_missing: bo
             # A negative external version fails the whole bulk request. Deriving one (0, say) would make
             # every pre-1970 update of the item equal and let an older one win: ask for a version instead.
             stamp_field = "updated_at" if item.updated_at is not None else "created_at"
-            errors.append(ItemError(index, item.id, [f"{stamp_field}: before 1970 and no version; Elasticsearch "
+            errors.append(RecordError(index, item.id, [f"{stamp_field}: before 1970 and no version; Elasticsearch "
                                                      "versions cannot be negative: send an explicit version"]))
             continue
         valid.append(item)

@@ -13,7 +13,7 @@ from redis import Redis
 
 from indexer import keys
 from indexer.bulk import BulkReport, run_bulk
-from indexer.documents import IdBytes, ItemError, describe_validation
+from indexer.documents import IdBytes, RecordError, describe_validation
 from indexer.lifecycle import alias_name
 from indexer.profile import EVENT_WEIGHTS
 from indexer.settings import Settings
@@ -63,22 +63,22 @@ class Event(BaseModel):
         return self.ts.timestamp()
 
 
-def validate_events(raw: Iterable[Any], now: datetime | None = None) -> tuple[list[Event], list[ItemError]]:
+def validate_events(raw: Iterable[Any], now: datetime | None = None) -> tuple[list[Event], list[RecordError]]:
     """Split a batch into valid events (stamped with ts and event_id) and per-event errors."""
     now = now or datetime.now(UTC)
     valid: list[Event] = []
-    errors: list[ItemError] = []
+    errors: list[RecordError] = []
     for index, entry in enumerate(raw):
         if not isinstance(entry, Mapping):
-            errors.append(ItemError(index, None, [f"event: expected a JSON object, got {type(entry).__name__}"]))
+            errors.append(RecordError(index, None, [f"event: expected a JSON object, got {type(entry).__name__}"]))
             continue
         try:
             event = Event.model_validate(dict(entry))
         except ValidationError as exc:
-            errors.append(ItemError(index, None, describe_validation(exc, "event")))
+            errors.append(RecordError(index, None, describe_validation(exc, "event")))
             continue
         if event.ts is not None and event.ts > now + MAX_FUTURE_SKEW:
-            errors.append(ItemError(index, None, [
+            errors.append(RecordError(index, None, [
                 f"ts: {event.ts.isoformat()} is in the future (more than "
                 f"{MAX_FUTURE_SKEW.seconds // 60} minutes ahead of the server clock)"]))
             continue
