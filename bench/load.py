@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import urllib3
 
 from indexer.telemetry import percentile
 
-__all__ = ["ms", "run_load", "start_api", "summary", "timed_calls"]
+__all__ = ["bench_clients", "ms", "run_load", "start_api", "summary", "timed_calls"]
 
 
 def summary(latencies: list[float], seconds: float) -> dict[str, float]:
@@ -88,3 +90,13 @@ def start_api(repo: Path, port: int, workers: int, log: Path,
             pass
         time.sleep(0.5)
     return api
+
+
+def bench_clients(timeout: float) -> tuple[Any, Any]:
+    """(settings, Elasticsearch client) of a benchmark process, which runs its clean-up on a plain kill."""
+    from indexer.clients import make_es
+    from indexer.settings import get_settings
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    settings = get_settings()
+    return settings, make_es(settings, timeout=timeout)

@@ -56,7 +56,7 @@ Searches = list[tuple[str, dict[str, Any]]]
 # The default request (no parameters) and the same request with the collaborative retrievers switched off.
 KINDS: dict[str, dict[str, Any]] = {"default": {}, "content": {"w_item": 0, "w_recent": 0, "w_cf": 0}}
 
-from bench.load import ms, run_load, start_api, timed_calls  # noqa: E402
+from bench.load import bench_clients, ms, run_load, start_api, timed_calls  # noqa: E402
 from bench.synthetic import WORDS, drop_indices, generate, item_id, load_catalog, write_events  # noqa: E402
 from indexer.telemetry import percentile  # noqa: E402
 
@@ -348,12 +348,7 @@ def main() -> None:
 
     from redis import Redis
 
-    from indexer.clients import make_es
-    from indexer.settings import get_settings
-
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on a plain kill
-    settings = get_settings()
-    es = make_es(settings, timeout=30)
+    settings, es = bench_clients(timeout=30)
     report: dict[str, Any] = {"benchmark": "serving", "cf": args.cf, "runs": [], "setup": {},
                               "note": "synthetic catalog, random vectors; cache disabled"}
     try:

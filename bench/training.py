@@ -23,7 +23,6 @@ import functools
 import json
 import os
 import resource
-import signal
 import sys
 import threading
 import time
@@ -37,6 +36,7 @@ os.environ.update(HYBRIDREC_INDEX_PREFIX=PREFIX, HYBRIDREC_REDIS_URL="redis://12
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.load import bench_clients  # noqa: E402
 from bench.synthetic import drop_indices, generate, load_catalog, write_events  # noqa: E402
 
 SCALES: dict[str, dict[str, int | None]] = {
@@ -209,12 +209,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    from indexer.clients import make_es
-    from indexer.settings import get_settings
-
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on a plain kill
-    settings = get_settings()
-    es = make_es(settings, timeout=120)
+    settings, es = bench_clients(timeout=120)
     sampler = RssSampler()
     sampler.start()
     stages = Stages(sampler)

@@ -37,6 +37,18 @@ def drop_test_indices(client, pattern: str = f"{PREFIX}-*") -> None:
         client.indices.delete(index=names)
 
 
+def index_catalog(es, settings, rows: list[tuple[str, str, str, str]]) -> None:
+    """Index small test items, (id, title, description, category) each, through the real indexer."""
+    from indexer.catalog import index_items
+    from indexer.documents import Item
+    from indexer.encoder import get_encoder
+    from indexer.lifecycle import alias_name
+
+    items = [Item(id=i, title=t, description=d, category=c, tags=[c], version=1) for i, t, d, c in rows]
+    index_items(es, settings, items, get_encoder(settings))
+    es.indices.refresh(index=alias_name(settings, "items"))
+
+
 def _die_with_parent() -> None:
     """Runs in the worker subprocess before exec: the kernel SIGKILLs it when the test run dies, however it
     dies (a SIGKILL included, where no handler runs); its beat and pool follow it (workers/celery_app.py)."""

@@ -26,14 +26,9 @@ OTHER = "keeper"
 
 @pytest.fixture()
 def catalog(fresh, es, settings):
-    from indexer.catalog import index_items
-    from indexer.documents import Item
-    from indexer.encoder import get_encoder
-    from indexer.lifecycle import alias_name
+    from tests.helpers import index_catalog
 
-    items = [Item(id=i, title=t, description=d, category=c, tags=[c], version=1) for i, t, d, c in ITEMS]
-    index_items(es, settings, items, get_encoder(settings))
-    es.indices.refresh(index=alias_name(settings, "items"))
+    index_catalog(es, settings, ITEMS)
 
 
 def post_events(client, events):
