@@ -38,7 +38,12 @@ def post_events(client, events):
 
     response = client.post("/v1/events", json={"events": events})
     assert response.status_code == 202, response.get_json()
-    return AsyncResult(response.get_json()["task_id"], app=celery_app).get(timeout=120)
+    result = AsyncResult(response.get_json()["task_id"], app=celery_app).get(timeout=120)
+    # Click attribution (which writes the queued logs first) runs after the events: wait for it, or it
+    # would race the log lines the test queues next.
+    for follow_up in result["follow_up"]:
+        AsyncResult(follow_up, app=celery_app).get(timeout=120)
+    return result
 
 
 def indices_holding(es, needle):
