@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import numpy as np
@@ -126,6 +126,12 @@ def describe_validation(exc: ValidationError, subject: str = "item") -> list[str
     return [f"{'.'.join(str(p) for p in err['loc']) or subject}: {err['msg']}" for err in exc.errors()]
 
 
+# Decay and trending weigh an event by its time, and an item's time is its external version when it has no
+# explicit one: a stamp far ahead would outweigh every real event, or pin the item against every later
+# update. Allow only clock skew.
+MAX_FUTURE_SKEW = timedelta(minutes=5)
+
+
 def validate_items(raw: Iterable[Any], *, max_text_chars: int, stamp_missing: bool = False,
                    now: datetime | None = None) -> tuple[list[Item], list[RecordError]]:
     """Split a batch into valid items and per-item errors. With stamp_missing, items that carry
@@ -157,8 +163,21 @@ def validate_items(raw: Iterable[Any], *, max_text_chars: int, stamp_missing: bo
             errors.append(RecordError(index, item.id, [f"{stamp_field}: before 1970 and no version; Elasticsearch "
                                                      "versions cannot be negative: send an explicit version"]))
             continue
+        stamp = item.updated_at or item.created_at
+        if item.version is None and stamp is not None and _aware(stamp) > now + MAX_FUTURE_SKEW:
+            stamp_field = "updated_at" if item.updated_at is not None else "created_at"
+            errors.append(RecordError(index, item.id, [
+                f"{stamp_field}: {stamp.isoformat()} is in the future (more than {MAX_FUTURE_SKEW.seconds // 60} "
+                "minutes ahead of the server clock) and, with no version, would outrank every later update: "
+                "send an explicit version"]))
+            continue
         valid.append(item)
     return valid, errors
+
+
+def _aware(stamp: datetime) -> datetime:
+    """A naive time read as UTC, as doc_version reads it."""
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

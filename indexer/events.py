@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from elasticsearch import Elasticsearch
@@ -13,15 +13,12 @@ from redis import Redis
 
 from indexer import keys
 from indexer.bulk import BulkReport, run_bulk
-from indexer.documents import IdBytes, RecordError, describe_validation
+from indexer.documents import MAX_FUTURE_SKEW, IdBytes, RecordError, describe_validation
 from indexer.lifecycle import alias_name
 from indexer.profile import EVENT_WEIGHTS
 from indexer.settings import Settings
 
 Id = Annotated[StrictStr, Field(min_length=1, max_length=256), IdBytes]
-# Decay and trending weigh an event by its timestamp, so one event dated far ahead would outweigh all
-# real ones for good (pinning an item atop trending, freezing a profile). Allow only clock skew.
-MAX_FUTURE_SKEW = timedelta(minutes=5)
 # How long an applied event id is remembered: a duplicate (a client's retry, a replayed request) within
 # this window is not applied again. Later ones are rare and `hybridrec profiles rebuild` sets them right.
 DUPLICATE_WINDOW_S = 24 * 3600

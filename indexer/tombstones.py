@@ -26,7 +26,7 @@ from indexer.settings import Settings
 # Longer than the event writer's retry horizon (240 tries at most a minute apart: about 4 hours), plus
 # visibility-timeout redeliveries and an ETA; dead letters are scrubbed at erasure, so no later replay needs it.
 TOMBSTONE_TTL_S = 3 * 24 * 3600
-# The future skew the API accepts on event timestamps (indexer.events.MAX_FUTURE_SKEW), in seconds.
+# The future skew the API accepts on event timestamps (indexer.documents.MAX_FUTURE_SKEW), in seconds.
 ACCEPTED_SKEW_S = 5 * 60
 
 Record = TypeVar("Record")

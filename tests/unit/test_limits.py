@@ -39,6 +39,22 @@ def test_versions_fit_a_java_long_and_are_never_negative():
     assert stamped and not errors  # the API stamps updated_at: created_at is no version then
 
 
+def test_a_time_far_ahead_cannot_become_a_version():
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    soon, late = (now + timedelta(minutes=m) for m in (4, 6))
+
+    def refused(item: dict[str, object]) -> list[str]:
+        _, errors = validate_items([{"title": "t", **item}], max_text_chars=100, now=now)
+        return [line for error in errors for line in error.errors]
+
+    assert not refused({"id": "a", "updated_at": soon.isoformat()})  # clock skew is fine
+    assert refused({"id": "a", "updated_at": "9999-01-01T00:00:00Z"})[0].startswith("updated_at: 9999")
+    assert refused({"id": "a", "created_at": late.isoformat()})[0].startswith("created_at")
+    assert not refused({"id": "a", "version": 3, "updated_at": "9999-01-01T00:00:00Z"})  # only data then
+
+
 @pytest.mark.parametrize(("attributes", "ok"), [
     (nested(20), True), (nested(21), False), ({"a": [[{"b": nested(18)}]]}, True),
     ({"a": [[{"b": nested(19)}]]}, False), ({"k": "x" * 32_764}, True), ({"k": "x" * 32_765}, False),
