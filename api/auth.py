@@ -3,11 +3,17 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
+import time
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
-from flask import Flask, g, request
+from flask import Flask, Response, g, request
 from flask_limiter import Limiter
+from limits import parse as parse_limit
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from werkzeug.exceptions import TooManyRequests
 
 from api.errors import Forbidden, Unauthorized
 from indexer import keys as redis_keys  # "keys" here are API keys
@@ -25,6 +31,9 @@ SCOPE_ATTRIBUTE = "hybridrec_scope"
 FRAMEWORK_OPEN_ENDPOINTS = frozenset({"static"})
 
 View = TypeVar("View", bound=Callable[..., Any])
+# Requests with a missing or wrong API key, per client address: guessing keys is limited too (a valid
+# key's requests count against that key's own limit instead).
+FAILED_KEY_LIMIT = parse_limit("30/minute")
 
 
 def scope(required: Scope) -> Callable[[View], View]:
@@ -82,6 +91,7 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
         if name is None:
             if required == "read" and settings.open_reads:
                 return
+            _count_failed_key(app)
             raise Unauthorized("a valid API key is required (X-API-Key header or Authorization: Bearer)")
         g.api_key_name = name
         accepted = SATISFIED_BY.get(required, frozenset({required}))
@@ -91,6 +101,16 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
 
     def identity() -> str:
         return f"key:{g.get('api_key_name')}" if g.get("api_key_name") else f"addr:{request.remote_addr}"
+
+    # Registered before the limiter, so that it runs after the limiter's own header hook (Flask runs
+    # after_request functions in reverse): the limiter truncates the seconds left, and a client told
+    # "Retry-After: 0" retries at once into the same closed window.
+    @app.after_request
+    def _retry_after_at_least_one(response: Response) -> Response:
+        value = response.headers.get("Retry-After")
+        if value is not None and value.lstrip("-").isdigit() and int(value) < 1:
+            response.headers["Retry-After"] = "1"
+        return response
 
     # Flask-Limiter declares str | int values; its Redis storage hands them to redis-py, which takes float seconds.
     storage_options: dict[str, Any] = {"socket_timeout": settings.redis_timeout,
@@ -103,3 +123,21 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
         swallow_errors=True, default_limits_exempt_when=lambda: request.endpoint is not None
         and endpoint_scope(app, request.endpoint) == "open",
     )
+
+
+def _count_failed_key(app: Flask) -> None:
+    """One more request without a valid key from this address; past FAILED_KEY_LIMIT, a 429 instead of
+    the 401. Redis unreachable: not counted (as the limiter itself does), the 401 still answers."""
+    limiter: Limiter | None = app.extensions.get("hybridrec_limiter")
+    if limiter is None or not limiter.enabled:
+        return
+    address = request.remote_addr or "-"
+    try:
+        if limiter.limiter.hit(FAILED_KEY_LIMIT, "failed-key", address):
+            return
+        reset = limiter.limiter.get_window_stats(FAILED_KEY_LIMIT, "failed-key", address).reset_time
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        log.warning("failed-key limit not checked: %s", exc)
+        return
+    raise TooManyRequests("too many requests with a missing or wrong API key from this address",
+                          retry_after=max(1, math.ceil(reset - time.time())))

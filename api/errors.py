@@ -71,7 +71,12 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
-        return problem(exc.code or 500, exc.name, exc.description or exc.name)
+        response = problem(exc.code or 500, exc.name, exc.description or exc.name)
+        # What the exception says besides its body: Allow on a 405, Retry-After on a 429 or 503.
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(ESConnectionError)
     @app.errorhandler(ConnectionTimeout)

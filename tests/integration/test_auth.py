@@ -47,9 +47,29 @@ def test_rate_limit_per_key(fresh, settings):
     codes = [client.get("/v1/users/u1/recommendations", headers={"X-API-Key": READER}).status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]
     limited = client.get("/v1/users/u1/recommendations", headers={"X-API-Key": READER})
-    assert limited.mimetype == "application/problem+json" and limited.headers.get("Retry-After")
+    assert limited.mimetype == "application/problem+json" and int(limited.headers["Retry-After"]) >= 1
     # Another key has its own budget.
     assert client.get("/v1/users/u1/recommendations", headers={"X-API-Key": WRITER}).status_code == 200
+
+
+def test_wrong_keys_are_rate_limited_per_address(fresh, settings):
+    from api.auth import FAILED_KEY_LIMIT
+
+    client = make_client(settings)
+    codes = [client.get("/v1/users/u1/recommendations", headers={"X-API-Key": f"guess-{n}"}).status_code
+             for n in range(FAILED_KEY_LIMIT.amount + 1)]
+    assert codes == [401] * FAILED_KEY_LIMIT.amount + [429]
+    limited = client.post("/v1/events", json={"user_id": "u", "item_id": "i", "type": "view"})
+    assert limited.status_code == 429 and limited.mimetype == "application/problem+json"
+    assert int(limited.headers["Retry-After"]) >= 1
+    # A valid key is not held back by its address's failed guesses: it has its own limit.
+    assert client.get("/v1/users/u1/recommendations", headers={"X-API-Key": READER}).status_code == 200
+
+
+def test_method_not_allowed_names_the_allowed_methods(fresh, settings):
+    response = make_client(settings).delete("/v1/events")
+    assert response.status_code == 405 and response.mimetype == "application/problem+json"
+    assert "POST" in response.headers["Allow"]
 
 
 def test_invalid_key_settings_fail_fast(settings):
