@@ -20,6 +20,9 @@ PROBLEM = {"type": "object", "required": ["title", "status", "detail"], "propert
     "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
     "detail": {"type": "string"}, "errors": {"type": "array"}}}
 JSON_OBJECT = {"type": "object"}
+# Paths any client may call: no key, no rate limit (api.auth's "open" scope).
+OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json"})
+SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -72,7 +75,13 @@ def build_spec() -> dict[str, Any]:
     spec = APISpec(title="hybridrec", version="0.1.0", openapi_version="3.1.0",
                    info={"description": "Real-time hybrid recommendations on Elasticsearch"})
     spec.components.schema("Problem", PROBLEM)
-    spec.components.schema("Item", Item.model_json_schema(ref_template="#/components/schemas/{model}"))
+    item_schema = Item.model_json_schema(ref_template="#/components/schemas/{model}")
+    spec.components.schema("Item", item_schema)
+    # PUT /v1/items/{item_id} takes the id from the path: in its body the id may be left out.
+    spec.components.schema("ItemBody", {**item_schema, "title": "ItemBody",
+                                        "required": [f for f in item_schema.get("required", []) if f != "id"]})
+    spec.components.security_scheme("ApiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"})
+    spec.components.security_scheme("Bearer", {"type": "http", "scheme": "bearer"})
     spec.components.schema("Event", Event.model_json_schema(ref_template="#/components/schemas/{model}"))
     item_ref = {"$ref": "#/components/schemas/Item"}
     event_ref = {"$ref": "#/components/schemas/Event"}
@@ -86,20 +95,21 @@ def build_spec() -> dict[str, Any]:
     spec.path("/metrics", operations={"get": {"summary": "Prometheus metrics",
                                               "responses": {"200": {"description": "text exposition format"}}}})
     spec.path("/v1/items/{item_id}", parameters=[_path_param("item_id")], operations={
-        "put": {"summary": "Create or replace one item (enqueued)", "requestBody": body(item_ref),
+        "put": {"summary": "Create or replace one item (enqueued)",
+                "requestBody": body({"$ref": "#/components/schemas/ItemBody"}),
                 "responses": _write_ok("accepted")},
         "delete": {"summary": "Delete one item (enqueued)", "responses": _ok("accepted", "202")}})
-    items_array = {"type": "array", "items": item_ref, "maxItems": MAX_BULK_ITEMS}
+    items_array = {"type": "array", "items": item_ref, "minItems": 1, "maxItems": MAX_BULK_ITEMS}
     spec.path("/v1/items/bulk", operations={"post": {
         "summary": "Index a batch of items (enqueued); bad items are reported one by one",
         "requestBody": body({"oneOf": [items_array, {"type": "object", "required": ["items"],
                                                      "properties": {"items": items_array}}]}),
         "responses": _write_ok("accepted (bad items are listed in `errors`)")}})
+    events_array = {"type": "array", "items": event_ref, "minItems": 1, "maxItems": MAX_EVENTS}
     spec.path("/v1/events", operations={"post": {
         "summary": "Record events; the user's profile changes at once",
-        "requestBody": body({"oneOf": [event_ref, {"type": "array", "items": event_ref, "maxItems": MAX_EVENTS},
-                                       {"type": "object", "required": ["events"], "properties": {
-                                           "events": {"type": "array", "items": event_ref, "maxItems": MAX_EVENTS}}}]}),
+        "requestBody": body({"oneOf": [event_ref, events_array, {"type": "object", "required": ["events"],
+                                                                 "properties": {"events": events_array}}]}),
         "responses": _write_ok("accepted (bad events are listed in `errors`)")}})
     spec.path("/v1/users/{user_id}/recommendations", parameters=[_path_param("user_id")], operations={"get": {
         "summary": "Recommendations for a user (trending on cold start)",
@@ -148,7 +158,27 @@ def build_spec() -> dict[str, Any]:
     spec.path("/v1/tasks/{task_id}", parameters=[_path_param("task_id")], operations={"get": {
         "summary": "Task state, progress and result; a failed task's result is {error, reason}, a short reason",
         "responses": _ok("task")}})
-    return spec.to_dict()
+    return _with_shared_responses(spec.to_dict())
+
+
+def _with_shared_responses(document: dict[str, Any]) -> dict[str, Any]:
+    """What every operation can answer besides its own responses: without a valid key 401 (or 429 past
+    the failed-key limit), without the scope 403, past the rate limit 429; a body over 16 MiB 413."""
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if method == "parameters":
+                continue
+            responses = operation.setdefault("responses", {})
+            if "requestBody" in operation:
+                responses.setdefault("413", _problem("body over 16 MiB"))
+            if path in OPEN_PATHS:
+                operation["security"] = []
+                continue
+            operation["security"] = SECURITY
+            responses.setdefault("401", _problem("no valid API key"))
+            responses.setdefault("403", _problem("the key lacks the scope this endpoint needs"))
+            responses.setdefault("429", _problem("rate limit reached (see Retry-After)"))
+    return document
 
 
 @bp.get("/openapi.json")

@@ -39,3 +39,19 @@ def test_a_view_without_a_scope_is_refused_even_with_a_valid_key(app: Flask) -> 
     response = app.test_client().get("/v1/admin/renamed", headers={"X-API-Key": "a-secret-of-20-chars"})
     assert response.status_code == 403
     assert "declares no scope" in response.get_json()["detail"]
+
+
+def test_the_document_marks_exactly_the_open_routes_as_needing_no_key(app: Flask) -> None:
+    from api.openapi import OPEN_PATHS, build_spec
+
+    open_rules = {rule.rule for rule in app.url_map.iter_rules()
+                  if endpoint_scope(app, rule.endpoint) == "open" and rule.endpoint != "static"}
+    assert open_rules == OPEN_PATHS
+    for path, operations in build_spec()["paths"].items():
+        for method, operation in operations.items():
+            if method == "parameters":
+                continue
+            if path in OPEN_PATHS:
+                assert operation["security"] == [], (method, path)
+            else:
+                assert operation["security"] and {"401", "403", "429"} <= set(operation["responses"]), (method, path)
