@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify
 
 from api.auth import scope
 from api.errors import json_body, problem
+from api.params import path_id
 from api.services import services
 from indexer import lifecycle
 from indexer.documents import validate_items
@@ -59,7 +60,7 @@ def bulk_items() -> tuple[Response, int]:
 @bp.delete("/items/<item_id>")
 @scope("write")
 def delete_item(item_id: str) -> tuple[Response, int]:
-    task_id = services().enqueue(DELETE_ITEMS, [item_id], int(time.time() * 1000))
+    task_id = services().enqueue(DELETE_ITEMS, [path_id(item_id, "item_id")], int(time.time() * 1000))
     return jsonify(accepted=1, task_ids=[task_id]), 202
 
 
@@ -94,7 +95,7 @@ def task_error(exc: BaseException) -> dict[str, str]:
 @bp.get("/tasks/<task_id>")
 @scope("read")
 def task_status(task_id: str) -> Response:
-    result: AsyncResult[Any] = AsyncResult(task_id, app=services().celery)
+    result: AsyncResult[Any] = AsyncResult(path_id(task_id, "task_id"), app=services().celery)
     # Beside Celery's own states, a task may report PROGRESS (update_state in workers.tasks).
     state: str = result.state
     info: Any = result.info

@@ -67,8 +67,10 @@ def _read_parameters(exclude: set[str]) -> list[dict[str, Any]]:
 
 
 def _path_param(name: str) -> dict[str, Any]:
+    # A user id is whatever events carry (whitespace allowed); item and task ids follow the item id rule.
+    pattern = {} if name == "user_id" else {"pattern": ID_PATTERN}
     return {"name": name, "in": "path", "required": True,
-            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS, "pattern": ID_PATTERN}}
+            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS, **pattern}}
 
 
 def build_spec() -> dict[str, Any]:

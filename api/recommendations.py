@@ -10,7 +10,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from redis.exceptions import RedisError
 
 from api.auth import scope
-from api.params import ReadParams, parse_params
+from api.params import ReadParams, parse_params, path_id
 from api.services import services
 from indexer.errors import InvalidInput
 from indexer.reco_logs import log_document, queue_key
@@ -25,7 +25,8 @@ def recommendations(user_id: str) -> Response:
     if "user_id" in request.args:
         raise InvalidInput("user_id comes from the URL path, not the query string")
     params = parse_params(request.args)
-    return _served("recommendations", services().recommender.recommend(user_id, params), params)
+    user = path_id(user_id, "user_id", item=False)
+    return _served("recommendations", services().recommender.recommend(user, params), params)
 
 
 @bp.get("/search")
@@ -43,7 +44,7 @@ def similar(item_id: str) -> Response:
     params = parse_params(request.args)
     if params.q or params.user_id:
         raise InvalidInput("similar items take neither q nor user_id")
-    return _served("similar", services().recommender.similar(item_id, params), params)
+    return _served("similar", services().recommender.similar(path_id(item_id, "item_id"), params), params)
 
 
 def _served(endpoint: str, body: dict[str, Any], params: ReadParams) -> Response:

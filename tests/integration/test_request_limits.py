@@ -51,3 +51,12 @@ def test_failed_task_shows_a_short_reason_not_the_exception_repr(app, client):
     assert shown["result"]["error"] == "ConnectionError" and "10.1.2.3" not in str(shown), shown
     assert client.get(f"/v1/tasks/{domain}").get_json()["result"] == {
         "error": "BackendUnavailable", "reason": "3 items not written; retrying"}
+
+
+@pytest.mark.parametrize("path", ["/v1/users/{id}/recommendations", "/v1/items/{id}/similar", "/v1/tasks/{id}",
+                                  "/v1/users/{id}/export"])
+def test_ids_in_read_paths_are_bounded(client, path):
+    for bad in ("x" * 257, "\U0001f600" * 200):  # over 256 characters; over 512 UTF-8 bytes
+        response = client.get(path.format(id=bad))
+        assert response.status_code == 400 and response.mimetype == "application/problem+json", path
+        assert "id" in response.get_json()["detail"]
