@@ -10,7 +10,7 @@ from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from indexer.documents import describe_validation
 from indexer.errors import BackendUnavailable, Conflict, HybridrecError, InvalidInput, NotFound
@@ -42,7 +42,13 @@ def problem(status: int, title: str, detail: str, **extra: object) -> Response:
 
 def json_body() -> Any:
     """The request's JSON body. Not JSON, or nested so deeply that the parser gives up (a RecursionError,
-    which is no ValueError and would otherwise be a 500), is the client's 400."""
+    which is no ValueError and would otherwise be a 500), is the client's 400; a body over the size limit
+    is a 413, streamed (chunked, no Content-Length) or not."""
+    limit = request.max_content_length
+    if limit is not None and not request.content_length and len(request.get_data(cache=True)) >= limit:
+        # A sized body over the limit is refused before it is read; a streamed one is cut at the limit
+        # instead, and would then fail to parse as a misleading 400.
+        raise RequestEntityTooLarge(f"the body is {limit} bytes or more; the limit is {limit - 1} bytes")
     try:
         body = request.get_json(silent=True)
     except RecursionError:

@@ -1,0 +1,46 @@
+"""Request bodies at the size limit, sized or streamed (chunked): a 413, never a parse error. No server."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+from flask import Flask
+from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+from api import create_app
+from indexer.settings import load_settings
+
+SETTINGS = load_settings(es_url="http://127.0.0.1:1", redis_url="redis://127.0.0.1:1/0",
+                         broker_url="redis://127.0.0.1:1/1", rate_limit="1000000/second")
+
+
+@pytest.fixture
+def app() -> Flask:
+    logging.getLogger("flask-limiter").setLevel(logging.CRITICAL)  # no Redis here: the limiter says so
+    app = create_app({"TESTING": True, "MAX_CONTENT_LENGTH": 4096}, settings=SETTINGS)
+    return app
+
+
+def streamed(app: Flask, body: bytes) -> tuple[str, dict[str, object]]:
+    """POST /v1/events as gunicorn passes a chunked body: no Content-Length, a stream the server ends."""
+    environ = EnvironBuilder(path="/v1/events", method="POST", headers={"Content-Type": "application/json",
+                                                                       "Transfer-Encoding": "chunked"}).get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    environ.update({"wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True})
+    chunks, status, _ = run_wsgi_app(app, environ)
+    return status, json.loads(b"".join(chunks))
+
+
+def test_a_streamed_body_over_the_limit_is_a_413(app: Flask) -> None:
+    big = b'{"events": [' + b'{"user_id": "u", "item_id": "i", "type": "view"},' * 200 + b"{}]}"
+    status, body = streamed(app, big)
+    assert status.startswith("413") and body["status"] == 413
+
+
+def test_a_sized_body_over_the_limit_is_a_413_and_a_small_streamed_one_is_read(app: Flask) -> None:
+    client = app.test_client()
+    assert client.post("/v1/events", data=b"x" * 5000, headers={"Content-Type": "application/json"}).status_code == 413
+    status, body = streamed(app, b'{"events": []}')
+    assert status.startswith("400") and "no events" in str(body["detail"])
