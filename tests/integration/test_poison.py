@@ -115,3 +115,19 @@ def test_every_kind_of_poison_reaching_a_worker_is_refused_alone(fresh, worker, 
     assert result["indexed"] == 10 and count(es, settings, [i["id"] for i in items]) == 10
     refused = {r["id"]: r for r in result["invalid"] + result["failed"]}
     assert set(refused) == {p["id"] for p in poisons}, result
+
+
+def test_a_user_id_over_the_limit_in_redis_does_not_stop_the_snapshot(fresh, es, settings, redis_client):
+    # Such an id can only be there from before the API counted bytes; every other profile is still copied.
+    from indexer.profile_maintenance import snapshot_profiles
+    from indexer.profile_store import AppliedEvent, ProfileStore, profile_from_events
+
+    store = ProfileStore(redis_client, settings)
+    for user in ("snap-a", EMOJI_ID, "snap-b"):
+        applied = [AppliedEvent("i1", 1.0, 1_700_000_000.0, None)]
+        store.replace(user, profile_from_events(applied, {}, store.half_life_s), applied)
+    report = snapshot_profiles(es, settings)
+    assert report["written"] == 2 and report["failed"] == 1, report
+    users = lifecycle.alias_name(settings, "users")
+    es.indices.refresh(index=users)
+    assert {h["_id"] for h in es.search(index=users, size=10)["hits"]["hits"]} == {"snap-a", "snap-b"}
