@@ -153,7 +153,8 @@ def build_spec() -> dict[str, Any]:
     spec.path("/v1/admin/models/{version}/promote", parameters=[{"name": "version", "in": "path", "required": True,
                                                                  "schema": {"type": "integer", "minimum": 0}}],
               operations={"post": {"summary": "Serve a trained model version (task)",
-                                   "responses": _ok("task enqueued", "202")}})
+                                   "responses": {**_ok("task enqueued", "202"),
+                                                 "404": _problem("no such model version, or none servable")}}})
     spec.path("/v1/admin/models/rollback", operations={"post": {
         "summary": "Serve the model that served before the current one (task)",
         "responses": _ok("task enqueued", "202")}})
