@@ -32,6 +32,21 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"  # a zombie has already exited
 
 
+def _settled_pid(pidfile: Path, deadline: float) -> int:
+    """The pid in the file once it reads the same, alive, twice a second apart."""
+    last = None
+    while time.time() < deadline:
+        try:
+            pid = int(pidfile.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            pid = 0
+        if pid and pid == last and _alive(pid):
+            return pid
+        last = pid
+        time.sleep(1)
+    raise AssertionError(f"{pidfile} never settled on a live worker")
+
+
 def test_kill_9_of_the_worker_leaves_no_beat_running(tmp_path):
     state = tmp_path / "stack"
     env = {"HYBRIDREC_STATE_DIR": str(state), "HYBRIDREC_REDIS_PORT": PORT,
@@ -42,9 +57,11 @@ def test_kill_9_of_the_worker_leaves_no_beat_running(tmp_path):
     left: list[int] = []
     try:
         stack("start", "redis", "worker")
-        main = int((state / "run" / "worker.pid").read_text())
+        # Celery's --detach writes the pidfile, then the exec'd worker replaces it (a stale-pidfile check):
+        # read it once the worker has settled, not in that window.
         log = state / "logs" / "worker.log"
         deadline = time.time() + 90
+        main = _settled_pid(state / "run" / "worker.pid", deadline)
         while time.time() < deadline and not (log.exists() and "beat: Starting" in log.read_text()):
             time.sleep(0.5)
         assert "beat: Starting" in log.read_text(), log.read_text()[-2000:]
