@@ -91,7 +91,7 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
         if name is None:
             if required == "read" and settings.open_reads:
                 return
-            _count_failed_key(app)
+            _count_failed_key(app, redis_keys.key(settings.index_prefix, redis_keys.RATE_LIMIT))
             raise Unauthorized("a valid API key is required (X-API-Key header or Authorization: Bearer)")
         g.api_key_name = name
         accepted = SATISFIED_BY.get(required, frozenset({required}))
@@ -125,17 +125,18 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
     )
 
 
-def _count_failed_key(app: Flask) -> None:
-    """One more request without a valid key from this address; past FAILED_KEY_LIMIT, a 429 instead of
-    the 401. Redis unreachable: not counted (as the limiter itself does), the 401 still answers."""
+def _count_failed_key(app: Flask, namespace: str) -> None:
+    """One more request without a valid key from this address (counted under this stack's rate-limit key
+    prefix); past FAILED_KEY_LIMIT, a 429 instead of the 401. Redis unreachable: not counted (as the
+    limiter itself does), the 401 still answers."""
     limiter: Limiter | None = app.extensions.get("hybridrec_limiter")
     if limiter is None or not limiter.enabled:
         return
     address = request.remote_addr or "-"
     try:
-        if limiter.limiter.hit(FAILED_KEY_LIMIT, "failed-key", address):
+        if limiter.limiter.hit(FAILED_KEY_LIMIT, namespace, "failed-key", address):
             return
-        reset = limiter.limiter.get_window_stats(FAILED_KEY_LIMIT, "failed-key", address).reset_time
+        reset = limiter.limiter.get_window_stats(FAILED_KEY_LIMIT, namespace, "failed-key", address).reset_time
     except (RedisConnectionError, RedisTimeoutError) as exc:
         log.warning("failed-key limit not checked: %s", exc)
         return
