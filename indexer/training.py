@@ -1,10 +1,11 @@
 """Training a collaborative model version from the events index: fit the item-item and latent-factor
 models, choose their settings and the fusion weights on held-out events, gate, save, and promote.
 
-The steps, each measured: read histories (events index) -> hold out each user's newest item and one
-random item -> fit on the rest over a small grid -> score every setting on both held-out slices
-(relative to popularity on the same slice) -> refit the chosen setting on everything -> gate against
-popularity (first model) or the serving model -> save to the registry -> promote if it passed.
+The steps, each measured: read histories (events index) -> hold out each user's newest item and a tenth
+of the others -> fit on the rest over a grid -> score every setting on both held-out slices -> choose
+(`pick`: within 2% of the best on the random slice, the best on the newest items) -> refit the chosen
+setting on everything -> gate against popularity (first model) or the serving model -> save to the
+registry -> promote if it passed.
 """
 from __future__ import annotations
 
