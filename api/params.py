@@ -6,7 +6,7 @@ import re
 
 from werkzeug.datastructures import MultiDict
 
-from indexer.documents import ID_PATTERN, MAX_ID_BYTES, MAX_ID_CHARS
+from indexer.documents import ID_PATTERN, MAX_ID_BYTES, MAX_ID_CHARS, within_id_bytes
 from indexer.errors import InvalidInput
 from indexer.read_params import ReadParams
 
@@ -32,8 +32,12 @@ def path_id(value: str, name: str, *, item: bool = True) -> str:
     """An id from the URL path, held to the rules ids are stored under: 1 to 256 characters and at most 512
     UTF-8 bytes, and for item and task ids no whitespace (a user id is whatever events may carry). Anything
     no document or event could carry is a 400 naming it, not a lookup or an empty answer."""
-    if len(value) > MAX_ID_CHARS or len(value.encode("utf-8")) > MAX_ID_BYTES \
-            or (item and not re.fullmatch(ID_PATTERN, value)):
-        rule = ", no whitespace or '/'" if item else ""
-        raise InvalidInput(f"{name}: 1 to {MAX_ID_CHARS} characters (at most {MAX_ID_BYTES} UTF-8 bytes){rule}")
+    rule = ", no whitespace or '/'" if item else ""
+    refused = InvalidInput(f"{name}: 1 to {MAX_ID_CHARS} characters (at most {MAX_ID_BYTES} UTF-8 bytes){rule}")
+    if len(value) > MAX_ID_CHARS or (item and not re.fullmatch(ID_PATTERN, value)):
+        raise refused
+    try:
+        within_id_bytes(value)  # the byte rule stored ids are held to, in its one home
+    except ValueError:
+        raise refused from None
     return value
