@@ -104,9 +104,7 @@ class Item(BaseModel):
         stamp = self.updated_at or self.created_at
         if stamp is None:
             raise ValueError(f"item {self.id}: needs version or updated_at (the API stamps updated_at on arrival)")
-        if stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=UTC)
-        return int(stamp.timestamp() * 1000)
+        return int(_aware(stamp).timestamp() * 1000)
 
 
 @dataclass(frozen=True)
