@@ -192,12 +192,16 @@ def score_grid(holdout: Holdout, popularity: np.ndarray, options: TrainOptions, 
         positive, negative = _neighbour_model(x, lam, options.neighbours)
         items = {gamma: scorer.item_item_lists(positive, negative, gamma, options.item_half_life, rows)
                  for gamma in options.item_gammas}
+        # Each tilt's item-item list alone, whatever the other lists: the floor every fusion must clear.
+        floors = {}
+        for gamma, top in items.items():
+            alone = scorer.candidates({"item": top}).rank(FusionSetting({"item": 1.0}))
+            floors[gamma] = {name: score_lists(rows, *alone, targets) for name, targets in holdout.slices.items()}
         for half_life in options.recent_half_lives:
             recent = scorer.item_item_lists(positive, negative, 1.0, half_life, rows)
             for gamma in options.item_gammas:
                 candidates = scorer.candidates({**fixed, "recent": recent, "item": items[gamma]})
-                alone = candidates.rank(FusionSetting({"item": 1.0}))
-                floor = {name: score_lists(rows, *alone, targets) for name, targets in holdout.slices.items()}
+                floor = floors[gamma]
                 for w_recent, w_cf, w_user, pop in product(options.recent_weights, options.cf_weights, user_weights,
                                                            options.popularity_weights):
                     setting = FusionSetting({"item": 1.0, "recent": w_recent, "cf": w_cf, "user": w_user}, pop)
