@@ -17,8 +17,8 @@ from indexer.interactions import MAX_INTERACTIONS
 # The recent item-item retriever stops after this many half-lives (weights below 1/16 of the newest).
 RECENT_CUTOFF_HALF_LIVES = 4
 
-__all__ = ["Candidates", "FusionSetting", "Scorer", "TopLists", "batch_ndcg", "coverage", "recency_weights",
-           "score_lists"]
+__all__ = ["Candidates", "FusionSetting", "Scorer", "TopLists", "batch_ndcg", "coverage", "fold_in_weights",
+           "recency_weights", "score_lists"]
 
 Scores = Callable[[Sequence[int]], np.ndarray]
 
@@ -28,6 +28,15 @@ def recency_weights(n: int, gamma: float, half_life: float) -> np.ndarray:
     age in events (0 = newest). gamma 0 is a flat history, gamma 1 pure recency."""
     ages = np.arange(n - 1, -1, -1, dtype=np.float64)
     return (1.0 - gamma) + gamma * np.power(0.5, ages / half_life)
+
+
+def fold_in_weights(n: int, boost: float, half_life: float) -> np.ndarray:
+    """Fold-in confidences of a history of n items, newest first: 1 + boost * 0.5 ** (age / half_life), age in
+    events (0 = newest). boost 0 is the binary history the latent model was trained on; a boost makes the
+    user factor lean towards what the user did last without dropping the older items."""
+    ages = np.arange(n, dtype=np.float64)
+    out: np.ndarray = 1.0 + boost * np.power(0.5, ages / half_life)
+    return out
 
 
 def _minmax(raw: np.ndarray, ok: np.ndarray) -> np.ndarray:
@@ -189,16 +198,20 @@ class Scorer:
             return dots
         return scores
 
-    def latent(self, factors: np.ndarray, regularization: float, alpha: float) -> Scores:
+    def latent(self, factors: np.ndarray, regularization: float, alpha: float, boost: float = 0.0,
+               half_life: float = 5.0) -> Scores:
+        """Item factors dotted with each user's folded-in factor (indexer.cf_serving.ServingModel.user_factor):
+        each history item once, newest first, at the confidence fold_in_weights gives its age."""
         gram = factors.T @ factors
 
         def scores(rows: Sequence[int]) -> np.ndarray:
             out = np.zeros((len(rows), self.n_items))
             for position, row in enumerate(rows):
-                items = sorted({item for item, _, _ in self.histories[row]})
-                if items:
-                    out[position] = factors @ fold_in(factors[items], gram, [1.0] * len(items), regularization,
-                                                      alpha)
+                newest: dict[int, None] = dict.fromkeys(item for item, _, _ in reversed(self.histories[row]))
+                if newest:
+                    items = list(newest)
+                    weights = fold_in_weights(len(items), boost, half_life)
+                    out[position] = factors @ fold_in(factors[items], gram, weights.tolist(), regularization, alpha)
             return out
         return scores
 

@@ -17,7 +17,7 @@ from threadpoolctl import ThreadpoolController
 from indexer import model_registry as registry
 from indexer.cf_fields import factors_field, neighbours_field
 from indexer.cf_models import fold_in
-from indexer.cf_scoring import RECENT_CUTOFF_HALF_LIVES, recency_weights
+from indexer.cf_scoring import RECENT_CUTOFF_HALF_LIVES, fold_in_weights, recency_weights
 from indexer.fusion import Hit
 from indexer.interactions import MAX_INTERACTIONS, Interaction
 from indexer.settings import Settings
@@ -61,6 +61,9 @@ class ServingModel:
         self.item_half_life = float(params.get("item_half_life", self.half_life))
         self.regularization = float(params.get("als_regularization", 1.0))
         self.alpha = float(params.get("als_alpha", 1.0))
+        # Models trained before the fold-in leaned towards recent items folded the history in flat.
+        self.cf_recency = float(params.get("cf_recency", 0.0))
+        self.cf_half_life = float(params.get("cf_half_life", 5.0))
         self._unit_factors: np.ndarray | None = None
 
     @property
@@ -93,15 +96,19 @@ class ServingModel:
         return [(entry.item_id, float(weight)) for entry, weight in zip(newest, weights, strict=True)]
 
     def user_factor(self, history: Sequence[Interaction]) -> np.ndarray | None:
-        """The user's latent factor, folded in from the history against the model's item factors."""
-        # Binary, as the model was trained: each known history item once, confidence alpha.
-        rows = sorted({self.row[e.item_id] for e in history if e.item_id in self.row and e.weight > 0})
-        if not rows:
+        """The user's latent factor, folded in from the history (newest first) against the model's item
+        factors: each known history item once, at the confidence its age gives (cf_scoring.fold_in_weights
+        with the model's cf_recency and cf_half_life; flat when cf_recency is 0, as the model was trained)."""
+        newest: dict[int, None] = dict.fromkeys(self.row[e.item_id] for e in history
+                                                if e.item_id in self.row and e.weight > 0)
+        if not newest:
             return None
+        rows = list(newest)
+        weights = fold_in_weights(len(rows), self.cf_recency, self.cf_half_life)
         # A 64-d solve is too small to share: BLAS threads only wait for each other and for the other
         # requests on the same cores (bench/serving.py: fold-in p99 6.2 ms with two threads, 0.4 ms with one).
         with _blas().limit(limits=1, user_api="blas"):
-            vector = fold_in(self.artifacts.factors[rows], self.artifacts.gram, [1.0] * len(rows),
+            vector = fold_in(self.artifacts.factors[rows], self.artifacts.gram, weights.tolist(),
                              self.regularization, self.alpha)
         return vector if np.isfinite(vector).all() and np.any(vector) else None
 

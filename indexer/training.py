@@ -64,6 +64,10 @@ class TrainOptions:
     als_alpha: float = 1.0
     als_iterations: int = 15
     cf_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
+    # The latent list's fold-in weighs history item i by 1 + cf_recency * 0.5 ** (age_i / cf_half_life)
+    # (cf_scoring.fold_in_weights): the user factor leans towards the latest events.
+    cf_recencies: tuple[float, ...] = (0.0, 10.0)
+    cf_half_life: float = 10.0
     user_weights: tuple[float, ...] = (0.0, 0.25)
     # The popularity prior is off unless asked for: on MovieLens-100K's held-out events it gained nothing
     # beyond noise and cost catalog coverage (eval/README.md); a request can still set popularity_weight.
@@ -178,8 +182,10 @@ def score_grid(holdout: Holdout, popularity: np.ndarray, options: TrainOptions, 
     # Binary confidence (every interaction 1): event-type weights did not help ALS on validation.
     item_factors = fit_als(x, factors, options.als_regularization, options.als_alpha,
                            options.als_iterations, options.seed)
-    fixed: dict[str, TopLists] = {
-        "cf": scorer.top_lists(scorer.latent(item_factors, options.als_regularization, options.als_alpha), rows)}
+    latent = {recency: scorer.top_lists(scorer.latent(item_factors, options.als_regularization, options.als_alpha,
+                                                      recency, options.cf_half_life), rows)
+              for recency in options.cf_recencies}
+    fixed: dict[str, TopLists] = {}
     dims = len(next(iter(content.values()))) if content else 0
     if dims and any(options.user_weights):
         item_vectors = np.stack([content.get(item, np.zeros(dims, dtype=np.float32)) for item in train.item_ids])
@@ -199,11 +205,13 @@ def score_grid(holdout: Holdout, popularity: np.ndarray, options: TrainOptions, 
             floors[gamma] = {name: score_lists(rows, *alone, targets) for name, targets in holdout.slices.items()}
         for half_life in options.recent_half_lives:
             recent = scorer.item_item_lists(positive, negative, 1.0, half_life, rows)
-            for gamma in options.item_gammas:
-                candidates = scorer.candidates({**fixed, "recent": recent, "item": items[gamma]})
+            for gamma, (recency, cf) in product(options.item_gammas, latent.items()):
+                candidates = scorer.candidates({"cf": cf, **fixed, "recent": recent, "item": items[gamma]})
                 floor = floors[gamma]
                 for w_recent, w_cf, w_user, pop in product(options.recent_weights, options.cf_weights, user_weights,
                                                            options.popularity_weights):
+                    if recency != options.cf_recencies[0] and not w_cf:
+                        continue  # the fold-in's weighting does not matter without the latent list
                     setting = FusionSetting({"item": 1.0, "recent": w_recent, "cf": w_cf, "user": w_user}, pop)
                     ranked = candidates.rank(setting)
                     scores = {name: score_lists(rows, *ranked, targets) for name, targets in holdout.slices.items()}
@@ -211,7 +219,8 @@ def score_grid(holdout: Holdout, popularity: np.ndarray, options: TrainOptions, 
                                          "item_half_life": options.item_half_life, "fusion": "linear",
                                          "w_item": 1.0, "w_recent": w_recent, "w_cf": w_cf, "w_user": w_user,
                                          "popularity_weight": pop, "als_regularization": options.als_regularization,
-                                         "als_alpha": options.als_alpha}, scores, floor,
+                                         "als_alpha": options.als_alpha, "cf_recency": recency,
+                                         "cf_half_life": options.cf_half_life}, scores, floor,
                                         coverage(*ranked, n_items)))
         if progress:
             progress("choosing settings", 0.2 + 0.6 * (step + 1) / len(lambdas))

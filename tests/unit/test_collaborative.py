@@ -9,7 +9,7 @@ import pytest
 from scipy.sparse import csr_matrix
 
 from indexer import interactions
-from indexer.cf_scoring import FusionSetting, Scorer, batch_ndcg, recency_weights
+from indexer.cf_scoring import FusionSetting, Scorer, batch_ndcg, fold_in_weights, recency_weights
 from indexer.cf_serving import ServingModel
 from indexer.filters import Filters
 from indexer.fusion import Hit
@@ -147,6 +147,29 @@ def test_serving_model_rescores_because_and_weights() -> None:
     assert model.because("c", [("a", 3.0), ("b", 1.0)])["item_id"] == "a"
     assert model.user_factor(history) is not None and model.user_factor([Interaction("zz", 1.0, 1.0)]) is None
     assert model.defaults() == {"w_item": 1.0}
+
+
+@pytest.mark.parametrize("boost", [0.0, 10.0])
+def test_serving_fold_in_equals_the_scorers_latent_list_and_leans_to_the_newest_items(boost: float) -> None:
+    rng = np.random.default_rng(3)
+    ids = [f"i{n}" for n in range(6)]
+    factors = rng.normal(size=(6, 3)).astype(np.float32)
+    artifacts = Artifacts(ids, factors, factors.T @ factors, np.zeros((3, 3), dtype=np.float32),
+                          csr_matrix((6, 6), dtype=np.float32), csr_matrix((6, 6), dtype=np.float32))
+    info = {"params": {"als_regularization": 0.5, "als_alpha": 1.0, "cf_recency": boost, "cf_half_life": 2.0}}
+    model = ServingModel(1, "a", info, artifacts)
+    # The profile's history is newest first; the scorer's training history oldest first (item, weight, ts).
+    history = [Interaction("i4", 1.0, 40.0), Interaction("i1", 4.0, 30.0), Interaction("i0", 1.0, 20.0),
+               Interaction("i3", 1.0, 10.0)]
+    scorer = Scorer([[(int(e.item_id[1:]), e.weight, e.ts) for e in reversed(history)]], 6, np.ones(6))
+    served = factors @ model.user_factor(history)
+    offline = scorer.latent(factors, 0.5, 1.0, boost, 2.0)([0])[0]
+    assert np.allclose(served, offline, atol=1e-4)
+    assert fold_in_weights(3, boost, 2.0).tolist() == pytest.approx([1 + boost, 1 + boost / 2 ** 0.5, 1 + boost / 2])
+    if boost:  # the newest item gains on the oldest against the flat fold-in
+        flat = factors @ ServingModel(1, "a", {"params": {**info["params"], "cf_recency": 0.0}}, artifacts).user_factor(
+            history)
+        assert served[4] - served[3] > flat[4] - flat[3]
 
 
 def test_artifacts_round_trip() -> None:
