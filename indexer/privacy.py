@@ -73,7 +73,7 @@ def _scrub_dead_letters(redis: Redis, settings: Settings, user_id: str) -> int:
     Optimistic (WATCH): a replay popping meanwhile makes it start again."""
     key = keys.key(settings.index_prefix, keys.EVENTS_DEAD_LETTER)
     for _ in range(50):
-        with redis.pipeline() as pipe:
+        with redis.pipeline(transaction=True) as pipe:  # a cluster pipeline defaults to none
             try:
                 pipe.watch(key)
                 changes: list[tuple[int, str]] = []

@@ -86,7 +86,7 @@ class ProfileStore:
         key = keys.user_key(self.prefix, keys.PROFILE, user_id)
         tombstone = tombstones.tombstone_key(self.settings, user_id)
         for _ in range(50):
-            with self.redis.pipeline() as pipe:
+            with self.redis.pipeline(transaction=True) as pipe:  # a cluster pipeline defaults to none
                 try:
                     pipe.watch(key, tombstone)
                     raw = pipe.hgetall(key)
