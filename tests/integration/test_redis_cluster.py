@@ -106,10 +106,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture()
 def cluster_settings(cluster: Cluster, fresh: None) -> Any:
+    from indexer.clients import make_redis
     from indexer.settings import load_settings
 
     nodes = ",".join(f"127.0.0.1:{port}" for port in cluster.ports[:3])  # the client finds the others
-    return load_settings(redis_url=f"redis+cluster://{nodes}")
+    settings = load_settings(redis_url=f"redis+cluster://{nodes}")
+    make_redis(settings).flushdb()  # on every primary
+    return settings
 
 
 @pytest.fixture()
@@ -202,3 +205,44 @@ def test_profiles_on_a_redis_cluster_survive_a_primary_failover(cluster, catalog
     # Writes recover on the new primary.
     assert post_event(client, "ann", "f1", "like")["profile_versions"] == {"ann": 4}
     assert cluster.node(replica).hget(keys.user_key(PREFIX, keys.PROFILE, "ann"), "version") == b"4"
+
+
+def test_erasure_export_and_rebuild_run_on_a_redis_cluster(cluster, catalog, cluster_settings, es) -> None:
+    """What else touches one user's keys on a cluster: the export, the erasure (one transaction on the user's
+    slot, the Lua scrub of the shared queues, the tombstone the write path watches) and `profiles rebuild`."""
+    from api import create_app
+    from indexer import keys, tombstones
+    from indexer.clients import make_redis, reply_text
+    from indexer.events import event_document, record_events, validate_events
+    from indexer.profile_maintenance import rebuild_profiles
+    from indexer.profile_store import ProfileStore
+
+    client = create_app({"TESTING": True}, settings=cluster_settings).test_client()
+    redis = make_redis(cluster_settings)
+    store = ProfileStore(redis, cluster_settings)
+    raw = [{"user_id": user, "item_id": item, "type": kind} for user, item, kind in EVENTS]
+    assert client.post("/v1/events", json={"events": raw}).status_code == 202
+    assert client.get("/v1/users/bob/recommendations?k=3").status_code == 200  # bob's cached answers
+
+    exported = client.get("/v1/users/bob/export").get_json()
+    assert exported["found"] is True and exported["profile"]["version"] == 1 and exported["history"] == ["c2"]
+    erased = client.delete("/v1/users/bob")
+    assert erased.status_code == 200, erased.get_json()
+    counts = erased.get_json()["deleted"]
+    assert (counts["profile"], counts["seen"], counts["history"]) == (1, 1, 1) and counts["caches"] == 2
+    tag = keys.user_tag("bob")
+    left = [reply_text(name) for name in redis.scan_iter(match=f"{PREFIX}:*{tag}*", count=1000)]
+    assert left == [tombstones.tombstone_key(cluster_settings, "bob")]
+    # An event accepted before the erasure and applied after it does not bring bob back (the tombstone is in
+    # his slot, watched with his profile).
+    assert client.post("/v1/events", json={"user_id": "bob", "item_id": "c1", "type": "view"}).status_code == 202
+    assert store.load("bob") is None
+
+    # Rebuilt from the events index (the worker's writer puts them there): ann again, bob still erased.
+    valid, _ = validate_events(raw)
+    record_events(es, cluster_settings, [event_document(event) for event in valid])
+    redis.delete(keys.user_key(PREFIX, keys.PROFILE, "ann"))
+    assert rebuild_profiles(es, cluster_settings) == {"users": 1, "events": 3}
+    rebuilt = store.load("ann")
+    assert rebuilt is not None and rebuilt.version == 3 and store.history("ann") == ["s2", "s1"]
+    assert {item for item, _ in store.trending(10)} == {"s1", "s2"}  # bob's purchase went with him
