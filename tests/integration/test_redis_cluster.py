@@ -105,7 +105,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 @pytest.fixture()
-def cluster_settings(cluster: Cluster, fresh: None) -> Any:
+def cluster_settings(cluster: Cluster) -> Any:
     from indexer.clients import make_redis
     from indexer.settings import load_settings
 
@@ -246,3 +246,35 @@ def test_erasure_export_and_rebuild_run_on_a_redis_cluster(cluster, catalog, clu
     rebuilt = store.load("ann")
     assert rebuilt is not None and rebuilt.version == 3 and store.history("ann") == ["s2", "s1"]
     assert {item for item, _ in store.trending(10)} == {"s1", "s2"}  # bob's purchase went with him
+
+
+@pytest.mark.parametrize("where", ["plain", "cluster"])
+def test_upgrade_moves_untagged_keys_to_their_tagged_names(where, request, settings, redis_client) -> None:
+    """`hybridrec profiles migrate-keys`: profiles, seen sets, histories and tombstones named before the hash
+    tag move (TTL kept; across slots on a cluster); a user written since the upgrade keeps the newer key."""
+    from indexer import keys, tombstones
+    from indexer.clients import make_redis
+    from indexer.profile import Profile, to_bytes
+    from indexer.profile_maintenance import migrate_untagged_keys
+    from indexer.profile_store import ProfileStore
+
+    target = request.getfixturevalue("cluster_settings") if where == "cluster" else settings
+    redis = make_redis(target)
+    redis.flushdb()
+    redis.hset(f"{PREFIX}:profile:alice", mapping=to_bytes(Profile(version=2, event_count=2)))
+    redis.zadd(f"{PREFIX}:seen:alice", {"s1": time.time()})
+    redis.expire(f"{PREFIX}:seen:alice", 1000)
+    redis.rpush(f"{PREFIX}:history:alice", "s1")
+    redis.set(f"{PREFIX}:erased:{tombstones.user_digest('bob')}", repr(time.time()), ex=1000)
+    redis.hset(f"{PREFIX}:profile:carol", mapping=to_bytes(Profile(version=1, event_count=1)))
+    redis.hset(keys.user_key(PREFIX, keys.PROFILE, "carol"), mapping=to_bytes(Profile(version=5, event_count=5)))
+
+    assert migrate_untagged_keys(target) == {"moved": 4, "kept_newer": 1}
+    store = ProfileStore(redis, target)
+    alice = store.load("alice")
+    assert alice is not None and alice.version == 2
+    assert store.seen("alice") == ["s1"] and store.history("alice") == ["s1"]
+    assert 0 < redis.ttl(keys.user_key(PREFIX, keys.SEEN, "alice")) <= 1000
+    assert redis.ttl(tombstones.tombstone_key(target, "bob")) > 0 and tombstones.erased_at(redis, target, ["bob"])
+    assert store.load("carol").version == 5 and not redis.exists(f"{PREFIX}:profile:alice")
+    assert migrate_untagged_keys(target) == {"moved": 0, "kept_newer": 1}  # idempotent
