@@ -7,6 +7,7 @@ from typing import Any, cast
 from elasticsearch import Elasticsearch
 from redis import Redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
 
 from indexer.settings import Settings, parse_redis_cluster_url
 
@@ -30,6 +31,11 @@ def make_es(settings: Settings, *, timeout: float | None = None) -> Elasticsearc
         kwargs["ca_certs"] = str(settings.es_ca_cert)
     hosts = [url.strip() for url in settings.es_url.split(",")]
     return Elasticsearch(hosts, **kwargs)
+
+
+# What a Redis Cluster answers while a primary fails over or slots move, besides connection errors and
+# timeouts: transient, like them (the API answers 503, tasks retry).
+REDIS_CLUSTER_TRANSIENT = (ClusterDownError, TryAgainError, SlotNotCoveredError)
 
 
 def make_redis(settings: Settings) -> Redis:
