@@ -143,6 +143,7 @@ def test_profiles_on_a_redis_cluster_survive_a_primary_failover(cluster, catalog
     client = app.test_client()
     redis = make_redis(cluster_settings)
     assert isinstance(redis, RedisCluster) and len(redis.get_primaries()) == 3
+    assert client.get("/ready").get_json()["checks"]["redis"] is True  # PING reaches every node
 
     for user, item, kind in EVENTS:  # the real write path: WATCH/MULTI on the user's slot, then trending
         post_event(client, user, item, kind)
