@@ -12,6 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from indexer.clients import REDIS_CLUSTER_TRANSIENT
 from indexer.documents import describe_validation
 from indexer.errors import BackendUnavailable, Conflict, HybridrecError, InvalidInput, NotFound
 
@@ -91,6 +92,9 @@ def init_app(app: Flask) -> None:
     def _backend(exc: Exception) -> Response:
         log.warning("backend unavailable: %s", exc)
         return problem(503, "Backend unavailable", f"{type(exc).__name__}: a backend did not answer in time")
+
+    for failover in REDIS_CLUSTER_TRANSIENT:
+        app.register_error_handler(failover, _backend)
 
     @app.errorhandler(ApiError)
     def _es_api(exc: ApiError) -> Response:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from elasticsearch import Elasticsearch
 from redis import Redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
 
-from indexer.settings import Settings
+from indexer.settings import Settings, parse_redis_cluster_url
 
 
 def make_es(settings: Settings, *, timeout: float | None = None) -> Elasticsearch:
@@ -31,14 +33,30 @@ def make_es(settings: Settings, *, timeout: float | None = None) -> Elasticsearc
     return Elasticsearch(hosts, **kwargs)
 
 
+# What a Redis Cluster answers while a primary fails over or slots move, besides connection errors and
+# timeouts: transient, like them (the API answers 503, tasks retry).
+REDIS_CLUSTER_TRANSIENT = (ClusterDownError, TryAgainError, SlotNotCoveredError)
+
+
 def make_redis(settings: Settings) -> Redis:
-    """A Redis client (bytes responses) with connect and read timeouts."""
-    return Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout,
-        socket_connect_timeout=settings.redis_timeout,
-        health_check_interval=30,
-    )
+    """A Redis client (bytes responses) with connect and read timeouts; a RedisCluster for a redis+cluster://
+    URL, with the same timeouts on every node's connections.
+
+    A cluster client connects at once, to learn which node holds which slots, and follows failovers itself
+    (a MOVED reply or a lost node makes it read the slot map again). It refuses a multi-key command or a
+    transaction across slots: the keys one call or one WATCH/MULTI takes must share a hash tag (indexer.keys).
+    """
+    timeouts: dict[str, Any] = {"socket_timeout": settings.redis_timeout,
+                                "socket_connect_timeout": settings.redis_timeout, "health_check_interval": 30}
+    if settings.redis_cluster:
+        url = parse_redis_cluster_url(settings.redis_url)
+        nodes = [ClusterNode(host, port) for host, port in url.nodes]  # type: ignore[no-untyped-call]  # untyped
+        cluster = RedisCluster(startup_nodes=nodes,
+                               username=url.username, password=url.password, **timeouts)
+        # RedisCluster is no subclass of Redis but serves the same commands (and pipelines, WATCH/MULTI on one
+        # slot); the modules are typed against Redis.
+        return cast(Redis, cluster)
+    return Redis.from_url(settings.redis_url, **timeouts)
 
 
 # redis-py types its replies as `bytes | str` (it cannot know decode_responses); make_redis leaves decoding

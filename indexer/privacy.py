@@ -55,24 +55,17 @@ return scrubbed
 """
 
 
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "\\*?[]" else c for c in text)
-
-
 def _cache_keys(redis: Redis, settings: Settings, user_id: str) -> list[str]:
-    """The response cache and last-good keys of this user (`<prefix>:<kind>:<digest>:<version>:<user>`)."""
-    found = []
-    for kind in (keys.RECO, keys.RECO_LAST):
-        pattern = keys.key(settings.index_prefix, kind, "*", "*", _glob_escape(user_id))
-        for raw in redis.scan_iter(match=pattern, count=1000):
-            name = reply_text(raw)
-            if name.split(":", 4)[4:] == [user_id]:  # the glob's * also matches a ':' inside another user id
-                found.append(name)
-    return found
+    """The response cache and last-good keys of this user (`<prefix>:<kind>:{<user digest>}:...`: the tag
+    alone finds them, and it is hex, so no user id needs escaping in the pattern)."""
+    return [reply_text(raw) for kind in (keys.RECO, keys.RECO_LAST)
+            for raw in redis.scan_iter(match=keys.key(settings.index_prefix, kind, keys.user_tag(user_id), "*"),
+                                       count=1000)]
 
 
 def _user_keys(settings: Settings, user_id: str) -> dict[str, str]:
-    return {kind: keys.key(settings.index_prefix, kind, user_id) for kind in (keys.PROFILE, keys.SEEN, keys.HISTORY)}
+    return {kind: keys.user_key(settings.index_prefix, kind, user_id)
+            for kind in (keys.PROFILE, keys.SEEN, keys.HISTORY)}
 
 
 def _scrub_dead_letters(redis: Redis, settings: Settings, user_id: str) -> int:
@@ -80,7 +73,7 @@ def _scrub_dead_letters(redis: Redis, settings: Settings, user_id: str) -> int:
     Optimistic (WATCH): a replay popping meanwhile makes it start again."""
     key = keys.key(settings.index_prefix, keys.EVENTS_DEAD_LETTER)
     for _ in range(50):
-        with redis.pipeline() as pipe:
+        with redis.pipeline(transaction=True) as pipe:  # a cluster pipeline defaults to none
             try:
                 pipe.watch(key)
                 changes: list[tuple[int, str]] = []
@@ -109,7 +102,9 @@ def erase_redis(redis: Redis, settings: Settings, user_id: str) -> dict[str, int
     """Delete the user's Redis state and scrub the user's entries from the shared queues; counts per store."""
     per_user = _user_keys(settings, user_id)
     caches = _cache_keys(redis, settings, user_id)
-    with redis.pipeline(transaction=False) as pipe:
+    # One transaction: every one of these keys carries the user's tag, so it is one slot even on a cluster
+    # (whose plain pipelines take one key per DEL).
+    with redis.pipeline(transaction=True) as pipe:
         for name in per_user.values():
             pipe.delete(name)
         for start in range(0, len(caches), 500):
@@ -201,7 +196,7 @@ def export_user(es: Elasticsearch, redis: Redis, settings: Settings, user_id: st
             "session_id": profile.session_id, "session_ts": profile.session_ts,
             "interactions": [{"item_id": i.item_id, "weight": i.weight, "ts": i.ts} for i in profile.interactions],
             "long_term": _floats(interest_vector(profile)), "session": _floats(session_vector(profile))}
-    seen = reply_scored(redis.zrange(keys.key(settings.index_prefix, keys.SEEN, user_id), 0, -1, withscores=True))
+    seen = reply_scored(redis.zrange(keys.user_key(settings.index_prefix, keys.SEEN, user_id), 0, -1, withscores=True))
     dead = [e for raw in reply_texts(redis.lrange(keys.key(settings.index_prefix, keys.EVENTS_DEAD_LETTER), 0, -1))
             for e in json.loads(raw).get("events", []) if e.get("user_id") == user_id]
     queued = {"pending_profile_updates": _queued(redis, keys.key(settings.index_prefix, keys.PENDING_PROFILE),

@@ -1,16 +1,18 @@
 """Rebuild every user profile (and trending) in Redis from the events index, the source of truth; snapshot
-profiles into the users index."""
+profiles into the users index; move per-user keys named before they carried the user's hash tag."""
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from elasticsearch import Elasticsearch
+from redis.exceptions import ResponseError
 
-from indexer import tombstones
-from indexer.clients import make_redis
+from indexer import keys, tombstones
+from indexer.clients import make_redis, reply_bytes, reply_text
 from indexer.events import scan_events
 from indexer.lifecycle import alias_name
 from indexer.profile_store import AppliedEvent, ProfileStore, profile_from_events
@@ -75,3 +77,37 @@ def snapshot_profiles(es: Elasticsearch, settings: Settings) -> dict[str, Any]:
     tombstones.take_back(es, redis, settings, "users", snapshots)
     # A stale snapshot (an older profile version than the stored one) is not a failure: nothing was lost.
     return {"written": report.ok, "stale": report.stale, "failed": len(report.failed)}
+
+
+_TAGGED = re.compile(r"\{[0-9a-f]{32}\}(:|$)")
+
+
+def migrate_untagged_keys(settings: Settings) -> dict[str, int]:
+    """Move the per-user keys named before they carried the user's hash tag (`<prefix>:profile:<user>`, `seen`,
+    `history`; tombstones `<prefix>:erased:<digest>`) to their tagged names, their TTL kept (DUMP/RESTORE, so
+    it works across a cluster's slots too). Idempotent. A user whose tagged key exists already (an event
+    arrived since the upgrade) keeps it, and the old key is left for `profiles rebuild` to make whole."""
+    redis = make_redis(settings)
+    counts = {"moved": 0, "kept_newer": 0}
+    for kind in (keys.PROFILE, keys.SEEN, keys.HISTORY, keys.ERASED):
+        head = keys.key(settings.index_prefix, kind, "")
+        for raw in redis.scan_iter(match=head + "*", count=1000):
+            old = reply_text(raw)
+            rest = old[len(head):]
+            if _TAGGED.match(rest):
+                continue
+            new = keys.key(settings.index_prefix, kind, "{" + rest + "}") if kind == keys.ERASED \
+                else keys.user_key(settings.index_prefix, kind, rest)
+            dumped, ttl_ms = redis.dump(old), int(redis.pttl(old))
+            if dumped is None or ttl_ms == -2:  # gone meanwhile (expired)
+                continue
+            try:
+                redis.restore(new, max(ttl_ms, 0), reply_bytes(dumped))
+            except ResponseError as exc:
+                if "BUSYKEY" not in str(exc):
+                    raise
+                counts["kept_newer"] += 1
+                continue
+            redis.delete(old)
+            counts["moved"] += 1
+    return counts

@@ -58,20 +58,20 @@ class ProfileStore:
         self.seen_window_s = settings.seen_window_days * 86400.0
 
     def load(self, user_id: str) -> Profile | None:
-        raw = self.redis.hgetall(keys.key(self.prefix, keys.PROFILE, user_id))
+        raw = self.redis.hgetall(keys.user_key(self.prefix, keys.PROFILE, user_id))
         return from_bytes(reply_hash(raw)) if raw else None
 
     def load_with_seen(self, user_id: str, now: float | None = None) -> tuple[Profile | None, list[str]]:
         """Profile and seen items in one Redis round trip (the read path's first step)."""
         now = now or time.time()
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.key(self.prefix, keys.PROFILE, user_id))
-            pipe.zrevrangebyscore(keys.key(self.prefix, keys.SEEN, user_id), "+inf", now - self.seen_window_s)
+            pipe.hgetall(keys.user_key(self.prefix, keys.PROFILE, user_id))
+            pipe.zrevrangebyscore(keys.user_key(self.prefix, keys.SEEN, user_id), "+inf", now - self.seen_window_s)
             raw, seen = pipe.execute()
         return (from_bytes(reply_hash(raw)) if raw else None), reply_texts(seen)
 
     def version(self, user_id: str) -> int:
-        raw = self.redis.hget(keys.key(self.prefix, keys.PROFILE, user_id), "version")
+        raw = self.redis.hget(keys.user_key(self.prefix, keys.PROFILE, user_id), "version")
         return int(raw) if raw else 0
 
     def apply(self, user_id: str, vector: np.ndarray | None, event: AppliedEvent) -> Profile:
@@ -79,12 +79,14 @@ class ProfileStore:
 
         An event whose item has no vector (unknown item) still marks the item seen and bumps trending.
         An event of a user erased since it was accepted (indexer.tombstones) is not applied: watching the
-        tombstone too, an erasure can never slip in between this read and the write.
+        tombstone too, an erasure can never slip in between this read and the write. The transaction holds
+        only the user's keys (one slot on a Redis Cluster); trending, shared by all users, is bumped right
+        after it commits (a crash in between costs trending one event, never the profile).
         """
-        key = keys.key(self.prefix, keys.PROFILE, user_id)
+        key = keys.user_key(self.prefix, keys.PROFILE, user_id)
         tombstone = tombstones.tombstone_key(self.settings, user_id)
         for _ in range(50):
-            with self.redis.pipeline() as pipe:
+            with self.redis.pipeline(transaction=True) as pipe:  # a cluster pipeline defaults to none
                 try:
                     pipe.watch(key, tombstone)
                     raw = pipe.hgetall(key)
@@ -104,25 +106,36 @@ class ProfileStore:
                     pipe.hset(key, mapping=_fields(updated))
                     self._side_effects(pipe, user_id, event)
                     pipe.execute()
+                    self._bump_trending([event])
                     return updated
                 except WatchError:
                     continue
         raise RuntimeError(f"profile {user_id}: too much contention, event not applied")
 
     def _side_effects(self, pipe: Redis, user_id: str, event: AppliedEvent) -> None:
-        seen = keys.key(self.prefix, keys.SEEN, user_id)
+        seen = keys.user_key(self.prefix, keys.SEEN, user_id)
         pipe.zadd(seen, {event.item_id: event.ts}, gt=True)  # GT still adds new members; it keeps the newest ts
         pipe.zremrangebyscore(seen, "-inf", time.time() - self.seen_window_s)
         pipe.expire(seen, int(self.seen_window_s) + 60)
-        history = keys.key(self.prefix, keys.HISTORY, user_id)
+        history = keys.user_key(self.prefix, keys.HISTORY, user_id)
         if event.weight < 0:
             # History explains hits ("because you liked X"): an item the user has since disliked must not.
             pipe.lrem(history, 0, event.item_id)
         if event.weight > 0:
             pipe.lpush(history, event.item_id)
             pipe.ltrim(history, 0, HISTORY_LEN - 1)
-            exponent = min((event.ts - TRENDING_EPOCH) / self.half_life_s, 1000.0)
-            pipe.zincrby(keys.key(self.prefix, keys.TRENDING), math.pow(2.0, exponent) * event.weight, event.item_id)
+
+    def _bump_trending(self, events: Sequence[AppliedEvent]) -> None:
+        """Add the positive events to trending (one round trip; outside any user's transaction: another slot)."""
+        positive = [event for event in events if event.weight > 0]
+        if not positive:
+            return
+        with self.redis.pipeline(transaction=False) as pipe:
+            for event in positive:
+                exponent = min((event.ts - TRENDING_EPOCH) / self.half_life_s, 1000.0)
+                pipe.zincrby(keys.key(self.prefix, keys.TRENDING), math.pow(2.0, exponent) * event.weight,
+                             event.item_id)
+            pipe.execute()
 
     def defer(self, events: Sequence[tuple[str, AppliedEvent]]) -> None:
         """Queue events whose profile update could not be done (Elasticsearch, which holds the item
@@ -155,12 +168,13 @@ class ProfileStore:
     def seen(self, user_id: str, now: float | None = None) -> list[str]:
         """Items the user acted on within the seen window (newest first)."""
         now = now or time.time()
-        raw = self.redis.zrevrangebyscore(keys.key(self.prefix, keys.SEEN, user_id), "+inf", now - self.seen_window_s)
+        raw = self.redis.zrevrangebyscore(keys.user_key(self.prefix, keys.SEEN, user_id), "+inf",
+                                          now - self.seen_window_s)
         return reply_texts(raw)
 
     def history(self, user_id: str) -> list[str]:
         """Items of the user's recent positive events, newest first, without repeats."""
-        raw = self.redis.lrange(keys.key(self.prefix, keys.HISTORY, user_id), 0, HISTORY_LEN - 1)
+        raw = self.redis.lrange(keys.user_key(self.prefix, keys.HISTORY, user_id), 0, HISTORY_LEN - 1)
         return list(dict.fromkeys(reply_texts(raw)))
 
     def trending(self, size: int, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
@@ -172,17 +186,18 @@ class ProfileStore:
         """Overwrite one user's state with a rebuilt profile (used when rebuilding from the events index)."""
         with self.redis.pipeline(transaction=True) as pipe:
             for kind in (keys.PROFILE, keys.SEEN, keys.HISTORY):
-                pipe.delete(keys.key(self.prefix, kind, user_id))
-            pipe.hset(keys.key(self.prefix, keys.PROFILE, user_id), mapping=_fields(profile))
+                pipe.delete(keys.user_key(self.prefix, kind, user_id))
+            pipe.hset(keys.user_key(self.prefix, keys.PROFILE, user_id), mapping=_fields(profile))
             for event in sorted(events, key=lambda e: e.ts):
                 self._side_effects(pipe, user_id, event)
             pipe.execute()
+        self._bump_trending(events)
 
     def user_ids(self) -> Iterator[str]:
         """Every user with a profile (SCAN: never blocks Redis)."""
-        head = len(keys.key(self.prefix, keys.PROFILE, ""))
-        for key in self.redis.scan_iter(match=keys.key(self.prefix, keys.PROFILE, "*"), count=1000):
-            yield reply_text(key)[head:]
+        pattern = keys.key(self.prefix, keys.PROFILE, "{*}", "*")
+        for key in self.redis.scan_iter(match=pattern, count=1000):
+            yield keys.user_of(self.prefix, keys.PROFILE, reply_text(key))
 
     def clear_trending(self) -> None:
         self.redis.delete(keys.key(self.prefix, keys.TRENDING))

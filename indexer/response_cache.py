@@ -33,7 +33,9 @@ class ResponseCache:
         digest = hashlib.sha256(params.model_dump_json().encode() + (anchor or "").encode()
                                 + model.encode()).hexdigest()[:24]
         kind = keys.RECO if version is not None else keys.RECO_LAST
-        return keys.key(self.prefix, kind, digest, version, user_id or "-")
+        if user_id:  # in the user's slot, beside the profile
+            return keys.user_key(self.prefix, kind, user_id, digest, version)
+        return keys.key(self.prefix, kind, digest, version, "-")
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The cached body for `key` (marked cached), or None; a no-op when caching is off."""

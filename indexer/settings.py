@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
+from urllib.parse import unquote
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,7 +42,8 @@ class Settings(BaseSettings):
         "auto", description="auto: plain RRF requests use Elasticsearch's rrf retriever where the cluster has it")
 
     # Redis and Celery
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="profiles, caches, rate limits")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="profiles, caches, rate limits; a Redis Cluster: "
+                                                                   "redis+cluster://[[user]:password@]host:port[,host:port...]")
     redis_timeout: float = Field(2.0, gt=0, description="seconds, for every Redis call")
     broker_url: str = Field("redis://127.0.0.1:6379/1", description="Celery broker and result backend")
     visibility_timeout: int = Field(900, ge=5, description="seconds before a task whose worker died is delivered again")
@@ -83,6 +85,26 @@ class Settings(BaseSettings):
                 raise ValueError(f"must start with http:// or https://, got {url!r}")
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if value.startswith(REDIS_CLUSTER_SCHEME):
+            parse_redis_cluster_url(value)
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: str) -> str:
+        if value.startswith(REDIS_CLUSTER_SCHEME):
+            raise ValueError("the Celery broker cannot run on a Redis Cluster (a queue spans several keys that "
+                             "must live on one node): point it at a separate, durable Redis (README: the broker)")
+        return value
+
+    @property
+    def redis_cluster(self) -> bool:
+        """Whether profiles, caches and rate limits live on a Redis Cluster (a redis+cluster:// URL)."""
+        return self.redis_url.startswith(REDIS_CLUSTER_SCHEME)
+
     @field_validator("seen_forever_types")
     @classmethod
     def _check_types(cls, value: str) -> str:
@@ -122,6 +144,32 @@ class Settings(BaseSettings):
 
 
 SCOPES = ("read", "write", "admin")
+# The `limits` library's scheme (Flask-Limiter reads HYBRIDREC_REDIS_URL as it is); indexer.clients builds a
+# redis-py RedisCluster from the same URL.
+REDIS_CLUSTER_SCHEME = "redis+cluster://"
+
+
+class RedisClusterUrl(NamedTuple):
+    username: str | None
+    password: str | None
+    nodes: list[tuple[str, int]]
+
+
+def parse_redis_cluster_url(url: str) -> RedisClusterUrl:
+    """'redis+cluster://[[user]:password@]host:port[,host:port...]' -> its parts; raises ValueError. The nodes
+    are where the client starts: it learns the rest of the cluster from them."""
+    auth, _, hosts = url.removeprefix(REDIS_CLUSTER_SCHEME).rpartition("@")
+    if "/" in hosts.rstrip("/") or "?" in hosts:
+        raise ValueError(f"{REDIS_CLUSTER_SCHEME} URLs take no database or options (a cluster has database 0 "
+                         f"only), got {hosts!r}")
+    nodes = []
+    for entry in hosts.rstrip("/").split(","):
+        host, _, port = entry.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"Redis Cluster node {entry.strip()!r}: expected host:port")
+        nodes.append((host, int(port)))
+    username, _, password = auth.rpartition(":")
+    return RedisClusterUrl(unquote(username) or None, unquote(password) or None, nodes)
 
 
 def parse_api_keys(value: str) -> dict[str, tuple[str, frozenset[str]]]:

@@ -9,7 +9,6 @@ erasure is dropped too (erring on the side of forgetting). Records timestamped l
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -33,11 +32,13 @@ Record = TypeVar("Record")
 
 
 def user_digest(user_id: str) -> str:
-    return hashlib.sha256(user_id.encode()).hexdigest()[:32]
+    return keys.user_digest(user_id)
 
 
 def tombstone_key(settings: Settings, user_id: str) -> str:
-    return keys.key(settings.index_prefix, keys.ERASED, user_digest(user_id))
+    """`<prefix>:erased:{<digest>}`: the user's hash tag alone, so it shares the slot of the user's profile
+    (ProfileStore.apply watches both in one transaction) and holds no id."""
+    return keys.key(settings.index_prefix, keys.ERASED, keys.user_tag(user_id))
 
 
 def mark(redis: Redis, settings: Settings, user_id: str, now: float | None = None) -> float:
@@ -48,11 +49,16 @@ def mark(redis: Redis, settings: Settings, user_id: str, now: float | None = Non
 
 
 def erased_at(redis: Redis, settings: Settings, user_ids: Iterable[str]) -> dict[str, float]:
-    """The erasure instant of each of these users that has a live tombstone (one MGET)."""
+    """The erasure instant of each of these users that has a live tombstone (one round trip)."""
     users = sorted({u for u in user_ids if u})
     if not users:
         return {}
-    values = redis.mget([tombstone_key(settings, u) for u in users])
+    # GETs in one pipeline, not MGET: one user's tombstone is in that user's slot, and a cluster refuses an
+    # MGET across slots (a pipeline goes to each node in one round trip).
+    with redis.pipeline(transaction=False) as pipe:
+        for user in users:
+            pipe.get(tombstone_key(settings, user))
+        values = pipe.execute()
     return {u: float(v) for u, v in zip(users, values, strict=True) if v is not None}
 
 

@@ -183,6 +183,13 @@ def cmd_profiles_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profiles_migrate_keys(args: argparse.Namespace) -> int:
+    from indexer.profile_maintenance import migrate_untagged_keys
+
+    print(json.dumps(migrate_untagged_keys(get_settings())))
+    return 0
+
+
 def cmd_profiles_snapshot(args: argparse.Namespace) -> int:
     from indexer.profile_maintenance import snapshot_profiles
 
@@ -296,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_profiles_rebuild)
     profiles.add_parser("snapshot", help="copy Redis profiles into the users index (Kibana)").set_defaults(
         func=cmd_profiles_snapshot)
+    profiles.add_parser("migrate-keys", help="move per-user Redis keys to their hash-tagged names (upgrade)"
+                        ).set_defaults(func=cmd_profiles_migrate_keys)
     events = sub.add_parser("events", help="event maintenance").add_subparsers(dest="action", required=True)
     events.add_parser("replay", help="re-send dead-lettered event batches to the workers").set_defaults(
         func=cmd_events_replay)

@@ -18,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from indexer import catalog, keys, lifecycle, promotion, tombstones, training
 from indexer import task_routing as names
 from indexer.cf_serving import ModelCache
-from indexer.clients import make_es, make_redis
+from indexer.clients import REDIS_CLUSTER_TRANSIENT, make_es, make_redis
 from indexer.documents import validate_items
 from indexer.encoder import get_encoder
 from indexer.errors import BackendUnavailable, Conflict
@@ -33,7 +33,8 @@ from workers.celery_app import app
 
 log = get_task_logger(__name__)
 
-TRANSIENT = (ESConnectionError, ConnectionTimeout, RedisConnectionError, RedisTimeoutError, BackendUnavailable)
+TRANSIENT = (ESConnectionError, ConnectionTimeout, RedisConnectionError, RedisTimeoutError, BackendUnavailable,
+             *REDIS_CLUSTER_TRANSIENT)
 
 
 class RetryOptions(TypedDict):

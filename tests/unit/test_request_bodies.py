@@ -7,6 +7,7 @@ import logging
 
 import pytest
 from flask import Flask
+from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from api import create_app
@@ -44,3 +45,15 @@ def test_a_sized_body_over_the_limit_is_a_413_and_a_small_streamed_one_is_read(a
     assert client.post("/v1/events", data=b"x" * 5000, headers={"Content-Type": "application/json"}).status_code == 413
     status, body = streamed(app, b'{"events": []}')
     assert status.startswith("400") and "no events" in str(body["detail"])
+
+
+@pytest.mark.parametrize("error", [ClusterDownError("CLUSTERDOWN The cluster is down"),
+                                   TryAgainError("TRYAGAIN"), SlotNotCoveredError("slot 5 not covered")])
+def test_a_redis_cluster_failing_over_is_a_503(app: Flask, monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    """What a cluster answers while a replica takes over is transient, as a lost connection is: 503, not 500."""
+    def failing_over(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr("indexer.profile_store.ProfileStore.load_with_seen", failing_over)
+    response = app.test_client().get("/v1/users/u1/recommendations")
+    assert response.status_code == 503 and response.get_json()["title"] == "Backend unavailable"
