@@ -290,6 +290,8 @@ class Load:
         failed = {status: n for status, n in self.reads.items() if not status.startswith(("2", "4"))}
         assert not failed, f"failed reads: {failed} of {self.figures()}"
         assert self.reads.get("200", 0) > 0
+        # Not even degraded: a request to a dead node moves on to a live one, whose shard copies answer.
+        assert self.degraded == 0, f"degraded reads: {self.figures()}"
 
 
 def _settle(load: Load, es, settings, name: str, figures: dict[str, Any]) -> None:
