@@ -2,7 +2,7 @@
 Celery worker: a node killed with SIGKILL, a rolling restart of every node and a reindex with its alias
 swap. Readers never see a 5xx; every acknowledged event and item is found once the cluster is green.
 
-Run alone, with its own marker: `bash scripts/test.sh -m cluster tests/integration/test_cluster.py`.
+Run alone, with its own marker: `bash scripts/test.sh -m es_cluster tests/integration/test_es_cluster.py`.
 HYBRIDREC_TEST_CLUSTER_ROLLING_NODES=1 (CI's reduced form) restarts only the elected master in the rolling
 restart, not all three nodes.
 The figures of each scenario are printed (pytest -s shows them) and written to the file named by
@@ -30,7 +30,7 @@ from indexer import lifecycle
 from indexer.settings import load_settings
 from tests.helpers import PREFIX, REPO, WORKER_METRICS_PORT, WorkerProcess, run_stack, stack_script
 
-pytestmark = [pytest.mark.integration, pytest.mark.cluster]
+pytestmark = [pytest.mark.integration, pytest.mark.es_cluster]
 
 NODES = 3
 HTTP_BASE = int(os.environ.get("HYBRIDREC_TEST_CLUSTER_PORT", "9251"))
