@@ -13,14 +13,18 @@ from indexer.settings import Settings, parse_redis_cluster_url
 
 
 def make_es(settings: Settings, *, timeout: float | None = None) -> Elasticsearch:
-    """An Elasticsearch client for the configured cluster.
+    """An Elasticsearch client for the configured node or cluster (every URL in HYBRIDREC_ES_URL).
 
-    The client does not retry: bulk 429s are retried by the bulk helper and transient
-    failures of a task by Celery, so retries never stack on several layers.
+    Only a connection error is retried, and only on another node: the node that refused is marked dead
+    and the request goes to the next one, so a node that dies costs no request while another answers.
+    Nothing else is retried here (no timeouts, no status codes): bulk 429s are retried by the bulk helper
+    and transient failures of a task by Celery, so retries never stack on several layers.
     """
+    hosts = [url.strip() for url in settings.es_url.split(",")]
     kwargs: dict[str, Any] = {
         "request_timeout": timeout if timeout is not None else settings.es_timeout,
-        "max_retries": 0,
+        "max_retries": len(hosts) - 1,
+        "retry_on_status": (),
         "retry_on_timeout": False,
     }
     if settings.es_api_key:
@@ -29,7 +33,6 @@ def make_es(settings: Settings, *, timeout: float | None = None) -> Elasticsearc
         kwargs["basic_auth"] = (settings.es_username, settings.es_password)
     if settings.es_ca_cert is not None:
         kwargs["ca_certs"] = str(settings.es_ca_cert)
-    hosts = [url.strip() for url in settings.es_url.split(",")]
     return Elasticsearch(hosts, **kwargs)
 
 

@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     es_password: str | None = Field(None, description="basic-auth password")
     es_ca_cert: Path | None = Field(None, description="CA certificate (PEM) for an https cluster")
     es_timeout: float = Field(5.0, gt=0, description="seconds, for every Elasticsearch request")
+    es_shards: int = Field(1, ge=1, le=64, description="primary shards of every new index (one node: 1; "
+                                                          "a cluster: e.g. one per data node)")
+    es_replicas: int | None = Field(
+        None, ge=0, le=8, description="replicas of every new index; unset: 0 on one node, 1 once a second node "
+                                      "joins (auto-expand 0-1); a cluster that must survive losing a node: 1")
     index_prefix: str = Field("hybridrec", pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$",
                               description="aliases are <prefix>-items, <prefix>-events, <prefix>-users")
     vector_index_type: Literal["int8_hnsw", "bbq_hnsw", "hnsw"] = Field(

@@ -9,6 +9,12 @@ ES_TRANSPORT_PORT="${HYBRIDREC_ES_TRANSPORT_PORT:-9300}"
 ES_HEAP="${HYBRIDREC_ES_HEAP:-1g}"
 REDIS_PORT="${HYBRIDREC_REDIS_PORT:-6379}"
 API_PORT="${HYBRIDREC_API_PORT:-8000}"
+# A local multi-node cluster (stack.sh start cluster): node K (1..N) serves HTTP on ES_CLUSTER_PORT+K-1 and
+# transport on ES_CLUSTER_TRANSPORT_PORT+K-1.
+ES_NODES="${HYBRIDREC_ES_NODES:-3}"
+ES_CLUSTER_PORT="${HYBRIDREC_ES_CLUSTER_PORT:-9201}"
+ES_CLUSTER_TRANSPORT_PORT="${HYBRIDREC_ES_CLUSTER_TRANSPORT_PORT:-9301}"
+ES_CLUSTER_HEAP="${HYBRIDREC_ES_CLUSTER_HEAP:-512m}"
 ES_PROJECT="$REPO_ROOT/devtools/elasticsearch"
 ES_JAR="$ES_PROJECT/target/embedded-elasticsearch-1.0.0.jar"
 
@@ -34,7 +40,7 @@ find_java_home() {
 
 pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-es_answers() { curl -fsS -m 2 "http://127.0.0.1:$ES_PORT/" >/dev/null 2>&1; }
+es_answers() { curl -fsS -m 2 "http://127.0.0.1:${1:-$ES_PORT}/" >/dev/null 2>&1; }
 redis_answers() { [[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == "PONG" ]]; }
 api_answers() { curl -fsS -m 2 "http://127.0.0.1:$API_PORT/health" >/dev/null 2>&1; }
 

@@ -1,32 +1,90 @@
 #!/usr/bin/env bash
 # start | stop | status for the local stack: embedded Elasticsearch, Redis, a Celery worker, the API (gunicorn).
-#   stack.sh start [services...]   services: es redis worker api (default: es redis)
-#   stack.sh stop  [services...]   (default: everything this script started)
+#   stack.sh start [services...]   services: es redis worker api cluster es-node-K (default: es redis)
+#   stack.sh stop  [services...]   (default: everything this script started, the cluster included)
+# cluster: HYBRIDREC_ES_NODES (3) nodes on HTTP ports from HYBRIDREC_ES_CLUSTER_PORT (9201) and transport
+# ports from HYBRIDREC_ES_CLUSTER_TRANSPORT_PORT (9301), heap HYBRIDREC_ES_CLUSTER_HEAP (512m) each, one
+# cluster; es-node-K is node K alone (start waits until it has joined; stop is a clean SIGTERM).
 #   stack.sh status
 # Idempotent: start never starts a second copy; stop on a stopped service is a no-op.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 mkdir -p "$STATE_DIR/logs" "$STATE_DIR/run"
 RUN="$STATE_DIR/run"
 
+launch_node() {  # launch_node HOME HTTP_PORT TRANSPORT_PORT HEAP CONSOLE_LOG PIDFILE [launcher args...]
+  local home="$1" port="$2" transport="$3" heap="$4" console="$5" pidfile="$6"; shift 6
+  local java_home; java_home="$(find_java_home)"
+  mkdir -p "$home/tmp"
+  # setsid: the node outlives this shell and gets SIGTERM alone on stop.
+  setsid "$java_home/bin/java" -Xms"$heap" -Xmx"$heap" -XX:+UseG1GC \
+    --enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector \
+    -Dlog4j2.disable.jmx=true -Djava.io.tmpdir="$home/tmp" \
+    -cp "$ES_JAR:$ES_PROJECT/target/lib/*" io.hybridrec.devtools.EmbeddedElasticsearch \
+    --home "$home" --port "$port" --transport-port "$transport" "$@" ${HYBRIDREC_ES_EXTRA_ARGS:-} \
+    >"$console" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+}
+
 start_es() {
   if pid_alive "$RUN/es.pid"; then log "elasticsearch already running (pid $(cat "$RUN/es.pid"))"; return; fi
   if es_answers; then log "an Elasticsearch already answers on 127.0.0.1:$ES_PORT: using it"; return; fi
   [[ -f "$ES_JAR" ]] || die "embedded node not built: run scripts/setup.sh first"
-  local java_home; java_home="$(find_java_home)"
-  log "starting embedded Elasticsearch on 127.0.0.1:$ES_PORT (java $java_home, heap $ES_HEAP)"
-  # setsid: the node outlives this shell and gets SIGTERM alone on stop.
-  setsid "$java_home/bin/java" -Xms"$ES_HEAP" -Xmx"$ES_HEAP" -XX:+UseG1GC \
-    --enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector \
-    -Dlog4j2.disable.jmx=true -Djava.io.tmpdir="$STATE_DIR/es/tmp" \
-    -cp "$ES_JAR:$ES_PROJECT/target/lib/*" io.hybridrec.devtools.EmbeddedElasticsearch \
-    --home "$STATE_DIR/es" --port "$ES_PORT" --transport-port "$ES_TRANSPORT_PORT" ${HYBRIDREC_ES_EXTRA_ARGS:-} \
-    >"$STATE_DIR/logs/es-console.log" 2>&1 </dev/null &
-  echo $! >"$RUN/es.pid"
-  mkdir -p "$STATE_DIR/es/tmp"
+  log "starting embedded Elasticsearch on 127.0.0.1:$ES_PORT (heap $ES_HEAP)"
+  launch_node "$STATE_DIR/es" "$ES_PORT" "$ES_TRANSPORT_PORT" "$ES_HEAP" "$STATE_DIR/logs/es-console.log" "$RUN/es.pid"
   if ! wait_for "elasticsearch" 180 es_answers; then
     tail -30 "$STATE_DIR/logs/es-console.log" "$STATE_DIR"/es/logs/*.log 2>/dev/null >&2 || true
     die "Elasticsearch did not answer on 127.0.0.1:$ES_PORT within 180 s (logs: $STATE_DIR/logs, $STATE_DIR/es/logs)"
   fi
+}
+
+# The cluster: ES_NODES master-eligible data nodes named hybridrec-node-K, each with its own home (data,
+# logs) under $STATE_DIR/es-cluster/node-K, all seeded with every node's transport address.
+cluster_node_args() {  # cluster_node_args K: the launcher arguments of node K
+  local k="$1" seeds="" masters="" i
+  for i in $(seq 1 "$ES_NODES"); do
+    seeds+="${seeds:+,}127.0.0.1:$((ES_CLUSTER_TRANSPORT_PORT + i - 1))"
+    masters+="${masters:+,}hybridrec-node-$i"
+  done
+  echo --cluster-name hybridrec-cluster --node-name "hybridrec-node-$k" --seed-hosts "$seeds"
+  # Bootstrapping is for a cluster that never formed: a node that has joined one keeps its state in
+  # data/_state and must not be told to bootstrap again.
+  [[ -d "$STATE_DIR/es-cluster/node-$k/data/_state" ]] || echo --initial-master-nodes "$masters"
+}
+
+start_es_node() {  # start_es_node K (idempotent)
+  local k="$1" port=$((ES_CLUSTER_PORT + $1 - 1)) transport=$((ES_CLUSTER_TRANSPORT_PORT + $1 - 1))
+  (( k >= 1 && k <= ES_NODES )) || die "no cluster node $k (HYBRIDREC_ES_NODES=$ES_NODES)"
+  if pid_alive "$RUN/es-node-$k.pid"; then log "cluster node $k already running (pid $(cat "$RUN/es-node-$k.pid"))"; return; fi
+  if es_answers "$port"; then die "something else answers on 127.0.0.1:$port: choose HYBRIDREC_ES_CLUSTER_PORT"; fi
+  [[ -f "$ES_JAR" ]] || die "embedded node not built: run scripts/setup.sh first"
+  log "starting cluster node $k on 127.0.0.1:$port (transport $transport, heap $ES_CLUSTER_HEAP)"
+  # shellcheck disable=SC2046  # the node arguments are words without spaces
+  launch_node "$STATE_DIR/es-cluster/node-$k" "$port" "$transport" "$ES_CLUSTER_HEAP" \
+    "$STATE_DIR/logs/es-node-$k-console.log" "$RUN/es-node-$k.pid" $(cluster_node_args "$k")
+}
+
+cluster_formed() {  # every node answers and the cluster counts all of them
+  local k
+  for k in $(seq 1 "$ES_NODES"); do es_answers $((ES_CLUSTER_PORT + k - 1)) || return 1; done
+  curl -fsS -m 5 "http://127.0.0.1:$ES_CLUSTER_PORT/_cluster/health?wait_for_nodes=$ES_NODES&timeout=4s" >/dev/null 2>&1
+}
+
+wait_cluster() {
+  if ! wait_for "cluster of $ES_NODES nodes" 240 cluster_formed; then
+    tail -20 "$STATE_DIR"/logs/es-node-*-console.log "$STATE_DIR"/es-cluster/node-*/logs/*.log 2>/dev/null >&2 || true
+    die "the cluster did not form within 240 s (logs: $STATE_DIR/logs, $STATE_DIR/es-cluster/node-*/logs)"
+  fi
+}
+
+start_cluster() {
+  local k
+  for k in $(seq 1 "$ES_NODES"); do start_es_node "$k"; done
+  wait_cluster
+}
+
+stop_cluster() {
+  local k
+  for k in $(seq "$ES_NODES" -1 1); do stop_pidfile "cluster node $k" "$RUN/es-node-$k.pid"; done
 }
 
 start_redis() {
@@ -91,6 +149,9 @@ status() {
   es_answers && s="$s, answers on :$ES_PORT" || s="$s, no answer on :$ES_PORT"
   echo "elasticsearch: $s"
   redis_answers && echo "redis: answers on :$REDIS_PORT" || echo "redis: no answer on :$REDIS_PORT"
+  for k in $(seq 1 "$ES_NODES"); do
+    pid_alive "$RUN/es-node-$k.pid" && echo "cluster node $k: running (pid $(cat "$RUN/es-node-$k.pid")) on :$((ES_CLUSTER_PORT + k - 1))"
+  done
   pid_alive "$RUN/worker.pid" && echo "worker: running (pid $(cat "$RUN/worker.pid"))" || echo "worker: not running"
   pid_alive "$RUN/api.pid" && echo "api: running (pid $(cat "$RUN/api.pid")) on :$API_PORT" || echo "api: not running"
 }
@@ -100,19 +161,25 @@ case "$cmd" in
   start)
     services=("$@"); [[ ${#services[@]} -gt 0 ]] || services=(es redis)
     for s in "${services[@]}"; do
-      case "$s" in es) start_es ;; redis) start_redis ;; worker) start_worker ;; api) start_api ;; *) die "unknown service $s" ;; esac
+      case "$s" in
+        es) start_es ;; redis) start_redis ;; worker) start_worker ;; api) start_api ;; cluster) start_cluster ;;
+        es-node-*) start_es_node "${s#es-node-}"; wait_cluster ;;
+        *) die "unknown service $s" ;;
+      esac
     done ;;
   stop)
-    services=("$@"); [[ ${#services[@]} -gt 0 ]] || services=(api worker es redis)
+    services=("$@"); [[ ${#services[@]} -gt 0 ]] || services=(api worker es cluster redis)
     for s in "${services[@]}"; do
       case "$s" in
         es) stop_pidfile elasticsearch "$RUN/es.pid" ;;
         redis) stop_pidfile redis "$RUN/redis.pid" ;;
         worker) stop_pidfile "celery worker" "$RUN/worker.pid" ;;
         api) stop_pidfile api "$RUN/api.pid" ;;
+        cluster) stop_cluster ;;
+        es-node-*) stop_pidfile "cluster node ${s#es-node-}" "$RUN/es-node-${s#es-node-}.pid" ;;
         *) die "unknown service $s" ;;
       esac
     done ;;
   status) status ;;
-  *) die "usage: stack.sh start|stop|status [es redis worker api]" ;;
+  *) die "usage: stack.sh start|stop|status [es redis worker api cluster es-node-K]" ;;
 esac

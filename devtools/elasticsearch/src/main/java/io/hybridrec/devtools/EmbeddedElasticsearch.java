@@ -18,11 +18,15 @@ import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 
 /**
- * Runs one real single-node Elasticsearch in this JVM, bound to loopback, with
- * transport-netty4 loaded from the classpath so that it speaks HTTP.
+ * Runs one real Elasticsearch node in this JVM, bound to loopback, with
+ * transport-netty4 loaded from the classpath so that it speaks HTTP. Alone it is a
+ * single-node cluster; given --seed-hosts it joins (or, with --initial-master-nodes,
+ * bootstraps) a multi-node cluster of such nodes.
  *
  * Usage: EmbeddedElasticsearch --home DIR [--port 9200] [--transport-port 9300]
- *        [--cluster-name hybridrec-dev] [-Ekey=value ...]
+ *        [--cluster-name hybridrec-dev] [--node-name hybridrec-embedded]
+ *        [--seed-hosts 127.0.0.1:9351,127.0.0.1:9352 --initial-master-nodes n1,n2,n3]
+ *        [-Ekey=value ...]
  * Heap is the JVM's (-Xmx). Logs go to DIR/logs/CLUSTER.log. SIGTERM closes the node cleanly.
  */
 public final class EmbeddedElasticsearch {
@@ -69,6 +73,9 @@ public final class EmbeddedElasticsearch {
         String port = "9200";
         String transportPort = "9300";
         String clusterName = "hybridrec-dev";
+        String nodeName = "hybridrec-embedded";
+        String seedHosts = null;
+        String initialMasters = null;
         Settings.Builder extra = Settings.builder();
         for (int i = 0; i < args.length; i++) {
             String arg = args[i];
@@ -77,6 +84,9 @@ public final class EmbeddedElasticsearch {
                 case "--port" -> port = requireValue(args, ++i, arg);
                 case "--transport-port" -> transportPort = requireValue(args, ++i, arg);
                 case "--cluster-name" -> clusterName = requireValue(args, ++i, arg);
+                case "--node-name" -> nodeName = requireValue(args, ++i, arg);
+                case "--seed-hosts" -> seedHosts = requireValue(args, ++i, arg);
+                case "--initial-master-nodes" -> initialMasters = requireValue(args, ++i, arg);
                 default -> {
                     if (arg.startsWith("-E") && arg.contains("=")) {
                         String kv = arg.substring(2);
@@ -91,17 +101,30 @@ public final class EmbeddedElasticsearch {
         if (home == null) {
             throw new IllegalArgumentException("--home DIR is required");
         }
+        if (initialMasters != null && seedHosts == null) {
+            throw new IllegalArgumentException("--initial-master-nodes needs --seed-hosts");
+        }
         Path homePath = Path.of(home).toAbsolutePath();
+        Settings.Builder discovery = Settings.builder();
+        if (seedHosts == null) {
+            discovery.put("discovery.type", "single-node");
+        } else {
+            discovery.putList("discovery.seed_hosts", List.of(seedHosts.split(",")));
+            if (initialMasters != null) {
+                // Read only while the cluster has never elected a master; later restarts ignore it.
+                discovery.putList("cluster.initial_master_nodes", List.of(initialMasters.split(",")));
+            }
+        }
         return Settings.builder()
             .put("cluster.name", clusterName)
-            .put("node.name", "hybridrec-embedded")
+            .put("node.name", nodeName)
             .put("path.home", homePath.toString())
             .put("path.data", homePath.resolve("data").toString())
             .put("path.logs", homePath.resolve("logs").toString())
             .put("network.host", "127.0.0.1")
             .put("http.port", port)
             .put("transport.port", transportPort)
-            .put("discovery.type", "single-node")
+            .put(discovery.build())
             // A development node on a shared disk: never turn indices read-only because the disk is fuller than 90%.
             .put("cluster.routing.allocation.disk.threshold_enabled", false)
             .put(extra.build())
