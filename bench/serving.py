@@ -20,7 +20,8 @@ recorded, then replayed):
 the users' histories in microseconds (default BLAS threads and one), and the engine's own time per
 request outside Elasticsearch; --blas-ab repeats the API requests with OPENBLAS_NUM_THREADS=1.
 With --server A B ... the API is measured under each WSGI server in turn (gunicorn-sync, gunicorn-gthread,
-granian; bench/load.py), every point with its own raw baseline beside it, in the same run.
+granian; bench/load.py), every point with its own raw baseline beside it, in the same run; with --cf
+--rounds R, all of them up at once and measured in R interleaved rounds (fair on a machine whose load moves).
 Usage: .venv/bin/python bench/serving.py [--items 10000 100000] [--seconds 8] [--concurrency 1 4 8] [--server ...]
        [--cf [--cf-events 200000] [--cf-holdout-users 500] [--profile DIR] [--blas-ab]] [--out FILE]
 Needs the embedded node and Redis (scripts/stack.sh start es redis). Prefix hrbench-serve, Redis DBs 9, 10.
@@ -63,8 +64,8 @@ from bench.synthetic import WORDS, drop_indices, generate, item_id, load_catalog
 from indexer.telemetry import percentile  # noqa: E402
 
 
-def url_for(users: list[str], query: str) -> Callable[[random.Random], str]:
-    return lambda rng: f"http://127.0.0.1:{PORT}/v1/users/{rng.choice(users)}/recommendations{query}"
+def url_for(users: list[str], query: str, port: int = PORT) -> Callable[[random.Random], str]:
+    return lambda rng: f"http://127.0.0.1:{port}/v1/users/{rng.choice(users)}/recommendations{query}"
 
 
 def make_users(es: Any, settings: Any, users: int, n_items: int) -> None:
@@ -359,6 +360,53 @@ def measure(es: Any, settings: Any, n_items: int, server: str, users: list[str],
         api.wait(timeout=60)
 
 
+def interleaved(es: Any, settings: Any, n_items: int, users: list[str],
+                recorded: tuple[dict[str, list[Searches]], dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """Every server up at once (PORT + 1, + 2, ...); per concurrency, --rounds rounds of: the raw msearch,
+    then each server in a shuffled order, the default request, --seconds each. On a machine whose load
+    moves, servers measured minutes apart are not comparable; measured in the same round they are. Per
+    server: the median over rounds of p50, p99, req/s and of the ratios to the same round's raw."""
+    from statistics import median
+
+    from indexer import lifecycle
+
+    index = lifecycle.alias_name(settings, "items")
+    bodies = recorded[0]["default"]
+    log = REPO / ".hybridrec" / "bench-api.log"
+    ports = {server: PORT + 1 + i for i, server in enumerate(args.server)}
+    apis = [start_api(REPO, port, args.api_workers, log, server=server) for server, port in ports.items()]
+    order = random.Random(7)
+    points = []
+    try:
+        urls = {server: url_for(users, "", port) for server, port in ports.items()}
+        for url in urls.values():
+            run_load(url, 2.0, 2)
+        for c in args.concurrency:
+            rounds: list[dict[str, Any]] = []
+            for _ in range(args.rounds):
+                row: dict[str, Any] = {"raw_es": raw_msearch(es, index, bodies, args.seconds, c)}
+                for server in order.sample(list(urls), len(urls)):
+                    row[server] = run_load(urls[server], args.seconds, c)
+                rounds.append(row)
+            point: dict[str, Any] = {"items": n_items, "concurrency": c, "rounds": rounds}
+            for server in urls:
+                point[server] = {
+                    **{f"{key}_median": median(r[server][key] for r in rounds)
+                       for key in ("p50_ms", "p99_ms", "req_per_s")},
+                    **{f"ratio_{p}_over_raw_median": round(median(r[server][f"{p}_ms"] / r["raw_es"][f"{p}_ms"]
+                                                                  for r in rounds), 3) for p in ("p50", "p99")},
+                    "errors": sum(r[server]["errors"] for r in rounds)}
+            point["raw_es"] = {f"{key}_median": median(r["raw_es"][key] for r in rounds)
+                               for key in ("p50_ms", "p99_ms", "req_per_s")}
+            print(json.dumps({k: v for k, v in point.items() if k != "rounds"}), file=sys.stderr)
+            points.append(point)
+    finally:
+        for api in apis:
+            os.killpg(api.pid, signal.SIGTERM)
+            api.wait(timeout=60)
+    return {"items": n_items, "interleaved": points}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, nargs="+", default=[10_000, 100_000])
@@ -374,6 +422,8 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="with --cf: write a pyinstrument profile of the engine here")
     parser.add_argument("--blas-ab", action="store_true",
                         help="with --cf: the API requests again, OPENBLAS_NUM_THREADS=1 in the API's environment")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="with --cf: every --server up at once, measured in --rounds interleaved rounds")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -395,13 +445,16 @@ def main() -> None:
                 make_users(es, settings, args.users, n_items)
             report["setup"][str(n_items)] = setup
             recorded = engine_requests(es, settings, users, KINDS, args.profile, n_items) if args.cf else None
+            if recorded is not None and args.rounds:
+                report["runs"].append(interleaved(es, settings, n_items, users, recorded, args))
+                continue
             for server in args.server:
                 measure(es, settings, n_items, server, users, recorded, args, report)
     finally:
         drop_indices(es, PREFIX)
         for url in (settings.redis_url, settings.broker_url):  # this benchmark's own DBs (10, 9)
             Redis.from_url(url).flushdb()
-    if args.cf:
+    if args.cf and not args.rounds:
         for run in report["runs"]:
             for point in run["points"]:
                 if point["items"] == TARGET["items"] and point["concurrency"] == TARGET["concurrency"]:
