@@ -74,7 +74,8 @@ def run_load(url_for: Callable[[random.Random], str], seconds: float, concurrenc
 
 # The WSGI servers a benchmark can put the API under (issue 13): gunicorn's sync worker (one request per
 # process at a time), its gthread worker (4 threads per process: what the stack ran before), granian (a Rust
-# HTTP server, WSGI interface, 4 blocking threads per process).
+# HTTP server, WSGI interface, 4 blocking threads per process; `pip install granian`: measured, not kept, so
+# not a dependency).
 SERVERS = ("gunicorn-sync", "gunicorn-gthread", "granian")
 
 
