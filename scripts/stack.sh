@@ -88,9 +88,13 @@ start_worker() {
 
 stop_worker() {  # every worker this state folder holds a pidfile for, whichever layout started it
   local name
+  # run/worker.pid: the single worker a stack.sh before the split started (a stack still running across the update).
+  local found=0
+  if [[ -f "$RUN/worker.pid" ]]; then stop_pidfile "celery worker" "$RUN/worker.pid"; found=1; fi
   for name in "${WORKER_NAMES[@]}"; do
-    if [[ -f "$RUN/worker-$name.pid" ]]; then stop_pidfile "celery worker $name" "$RUN/worker-$name.pid"; fi
+    if [[ -f "$RUN/worker-$name.pid" ]]; then stop_pidfile "celery worker $name" "$RUN/worker-$name.pid"; found=1; fi
   done
+  (( found )) || log "celery workers not running"
 }
 
 start_api() {
