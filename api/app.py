@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask
 
+from api.json_provider import OrjsonProvider
 from indexer.encoder import get_encoder
 from indexer.settings import Settings, load_settings
 
@@ -20,6 +21,7 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
 
     settings = settings or load_settings()
     app = Flask("hybridrec")
+    app.json = OrjsonProvider(app)
     app.config.update(MAX_CONTENT_LENGTH=16 * 1024 * 1024, JSON_SORT_KEYS=False)
     if config:
         app.config.update(config)

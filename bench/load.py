@@ -1,6 +1,6 @@
 """Load-generation helpers shared by the benchmarks: timed calls on N threads for a fixed time, latency
-percentiles, HTTP load over loopback, and a gunicorn API started for the duration of a benchmark.
-Not a benchmark itself."""
+percentiles, HTTP load over loopback, and the API under one of several WSGI servers for the duration of a
+benchmark. Not a benchmark itself."""
 from __future__ import annotations
 
 import os
@@ -18,7 +18,7 @@ import urllib3
 
 from indexer.telemetry import percentile
 
-__all__ = ["bench_clients", "ms", "run_load", "start_api", "summary", "timed_calls"]
+__all__ = ["SERVERS", "bench_clients", "ms", "run_load", "server_command", "start_api", "summary", "timed_calls"]
 
 
 def summary(latencies: list[float], seconds: float) -> dict[str, float]:
@@ -72,13 +72,30 @@ def run_load(url_for: Callable[[random.Random], str], seconds: float, concurrenc
     return timed_calls(lambda rng: http.request("GET", url_for(rng)).status == 200, seconds, concurrency)
 
 
+# The WSGI servers a benchmark can put the API under (issue 13): gunicorn's sync worker (one request per
+# process at a time), its gthread worker (4 threads per process: what the stack ran before), granian (a Rust
+# HTTP server, WSGI interface, 4 blocking threads per process; `pip install granian`: measured, not kept, so
+# not a dependency).
+SERVERS = ("gunicorn-sync", "gunicorn-gthread", "granian")
+
+
+def server_command(server: str, port: int, workers: int) -> list[str]:
+    """The command line serving api:create_app() on 127.0.0.1:port with `server` and `workers` processes."""
+    if server == "granian":
+        return [sys.executable, "-m", "granian", "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
+                "--workers", str(workers), "--blocking-threads", "4", "--no-ws", "--factory", "api:create_app"]
+    threads = {"gunicorn-sync": "1", "gunicorn-gthread": "4"}[server]
+    worker_class = "sync" if threads == "1" else "gthread"
+    return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+            "--worker-class", worker_class, "--threads", threads, "api:create_app()"]
+
+
 def start_api(repo: Path, port: int, workers: int, log: Path,
-              env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """gunicorn serving api:create_app() on 127.0.0.1:port in its own session (extra environment `env`),
-    once /ready answers."""
+              env: Mapping[str, str] | None = None, server: str = "gunicorn-gthread") -> subprocess.Popen[bytes]:
+    """`server` (one of SERVERS) serving api:create_app() on 127.0.0.1:port in its own session (extra
+    environment `env`), once /ready answers."""
     with log.open("ab") as out:
-        api = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers",
-                                str(workers), "--threads", "4", "api:create_app()"],
+        api = subprocess.Popen(server_command(server, port, workers),
                                cwd=repo, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                env={**os.environ, **(env or {})})
     http = urllib3.PoolManager()

@@ -19,7 +19,10 @@ recorded, then replayed):
 (the default's searches of that retriever alone). In process: fold-in (ServingModel.user_factor) over
 the users' histories in microseconds (default BLAS threads and one), and the engine's own time per
 request outside Elasticsearch; --blas-ab repeats the API requests with OPENBLAS_NUM_THREADS=1.
-Usage: .venv/bin/python bench/serving.py [--items 10000 100000] [--seconds 8] [--concurrency 1 4 8]
+With --server A B ... the API is measured under each WSGI server in turn (gunicorn-sync, gunicorn-gthread,
+granian; bench/load.py), every point with its own raw baseline beside it, in the same run; with --cf
+--rounds R, all of them up at once and measured in R interleaved rounds (fair on a machine whose load moves).
+Usage: .venv/bin/python bench/serving.py [--items 10000 100000] [--seconds 8] [--concurrency 1 4 8] [--server ...]
        [--cf [--cf-events 200000] [--cf-holdout-users 500] [--profile DIR] [--blas-ab]] [--out FILE]
 Needs the embedded node and Redis (scripts/stack.sh start es redis). Prefix hrbench-serve, Redis DBs 9, 10.
 """
@@ -56,13 +59,13 @@ Searches = list[tuple[str, dict[str, Any]]]
 # The default request (no parameters) and the same request with the collaborative retrievers switched off.
 KINDS: dict[str, dict[str, Any]] = {"default": {}, "content": {"w_item": 0, "w_recent": 0, "w_cf": 0}}
 
-from bench.load import bench_clients, ms, run_load, start_api, timed_calls  # noqa: E402
+from bench.load import SERVERS, bench_clients, ms, run_load, start_api, timed_calls  # noqa: E402
 from bench.synthetic import WORDS, drop_indices, generate, item_id, load_catalog, write_events  # noqa: E402
 from indexer.telemetry import percentile  # noqa: E402
 
 
-def url_for(users: list[str], query: str) -> Callable[[random.Random], str]:
-    return lambda rng: f"http://127.0.0.1:{PORT}/v1/users/{rng.choice(users)}/recommendations{query}"
+def url_for(users: list[str], query: str, port: int = PORT) -> Callable[[random.Random], str]:
+    return lambda rng: f"http://127.0.0.1:{port}/v1/users/{rng.choice(users)}/recommendations{query}"
 
 
 def make_users(es: Any, settings: Any, users: int, n_items: int) -> None:
@@ -270,12 +273,14 @@ def engine_requests(es: Any, settings: Any, users: list[str], kinds: dict[str, d
     return bodies, timing
 
 
-def cf_runs(es: Any, settings: Any, n_items: int, users: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    """API and raw msearch for each kind at each concurrency, the raw retriever subsets, the in-process costs."""
+def cf_runs(es: Any, settings: Any, n_items: int, users: list[str], args: argparse.Namespace,
+            recorded: tuple[dict[str, list[Searches]], dict[str, Any]]) -> dict[str, Any]:
+    """API and raw msearch for each kind at each concurrency, the raw retriever subsets, the in-process costs
+    (`recorded`: engine_requests' answer, computed once per catalog for every server)."""
     from indexer import lifecycle
 
     kinds = KINDS
-    bodies, engine = engine_requests(es, settings, users, kinds, args.profile, n_items)
+    bodies, engine = dict(recorded[0]), recorded[1]
     subsets = {"item_item": ("item_item", "item_recent"), "cf_knn": ("cf_knn",)}
     for name, keep in subsets.items():
         bodies[name] = [[s for s in searches if s[0] in keep] for searches in bodies["default"]]
@@ -330,6 +335,78 @@ def content_runs(es: Any, settings: Any, n_items: int, args: argparse.Namespace)
     return runs
 
 
+def measure(es: Any, settings: Any, n_items: int, server: str, users: list[str],
+            recorded: tuple[dict[str, list[Searches]], dict[str, Any]] | None, args: argparse.Namespace,
+            report: dict[str, Any]) -> None:
+    """One server's points for this catalog into `report`: the API started under `server`, the raw
+    baseline measured beside each point, freshness."""
+    log = REPO / ".hybridrec" / "bench-api.log"
+    api = start_api(REPO, PORT, args.api_workers, log, server=server)
+    try:
+        if recorded is not None:
+            report["runs"].append({"items": n_items, "server": server,
+                                   **cf_runs(es, settings, n_items, users, args, recorded)})
+            if args.blas_ab:
+                os.killpg(api.pid, signal.SIGTERM)
+                api.wait(timeout=60)
+                api = start_api(REPO, PORT, args.api_workers, log, server=server,
+                                env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
+                report["runs"][-1]["api_one_blas_thread"] = api_points(users, KINDS, args)
+        else:
+            report["runs"].extend({"server": server, **run} for run in content_runs(es, settings, n_items, args))
+        report.setdefault("freshness", {})[f"{n_items}/{server}"] = freshness()
+    finally:
+        os.killpg(api.pid, signal.SIGTERM)
+        api.wait(timeout=60)
+
+
+def interleaved(es: Any, settings: Any, n_items: int, users: list[str],
+                recorded: tuple[dict[str, list[Searches]], dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """Every server up at once (PORT + 1, + 2, ...); per concurrency, --rounds rounds of: the raw msearch,
+    then each server in a shuffled order, the default request, --seconds each. On a machine whose load
+    moves, servers measured minutes apart are not comparable; measured in the same round they are. Per
+    server: the median over rounds of p50, p99, req/s and of the ratios to the same round's raw."""
+    from statistics import median
+
+    from indexer import lifecycle
+
+    index = lifecycle.alias_name(settings, "items")
+    bodies = recorded[0]["default"]
+    log = REPO / ".hybridrec" / "bench-api.log"
+    ports = {server: PORT + 1 + i for i, server in enumerate(args.server)}
+    apis = [start_api(REPO, port, args.api_workers, log, server=server) for server, port in ports.items()]
+    order = random.Random(7)
+    points = []
+    try:
+        urls = {server: url_for(users, "", port) for server, port in ports.items()}
+        for url in urls.values():
+            run_load(url, 2.0, 2)
+        for c in args.concurrency:
+            rounds: list[dict[str, Any]] = []
+            for _ in range(args.rounds):
+                row: dict[str, Any] = {"raw_es": raw_msearch(es, index, bodies, args.seconds, c)}
+                for server in order.sample(list(urls), len(urls)):
+                    row[server] = run_load(urls[server], args.seconds, c)
+                rounds.append(row)
+            point: dict[str, Any] = {"items": n_items, "concurrency": c, "rounds": rounds}
+            for server in urls:
+                point[server] = {
+                    **{f"{key}_median": median(r[server][key] for r in rounds)
+                       for key in ("p50_ms", "p99_ms", "req_per_s")},
+                    **{f"ratio_{p}_over_raw_median": round(median(r[server][f"{p}_ms"] / r["raw_es"][f"{p}_ms"]
+                                                                  for r in rounds), 3) for p in ("p50", "p99")},
+                    "errors": sum(r[server]["errors"] for r in rounds)}
+            point["raw_es"] = {f"{key}_median": median(r["raw_es"][key] for r in rounds)
+                               for key in ("p50_ms", "p99_ms", "req_per_s")}
+            print(json.dumps({k: v for k, v in point.items() if k != "rounds"}), file=sys.stderr)
+            points.append(point)
+    finally:
+        for api in apis:
+            os.killpg(api.pid, signal.SIGTERM)
+            api.wait(timeout=60)
+    return {"items": n_items, "interleaved": points}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, nargs="+", default=[10_000, 100_000])
@@ -337,12 +414,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument("--server", nargs="+", choices=SERVERS, default=["gunicorn-gthread"],
+                        help="WSGI servers measured side by side, each with the raw baseline beside it")
     parser.add_argument("--cf", action="store_true", help="train and promote a model; measure the CF retrievers")
     parser.add_argument("--cf-events", type=int, default=200_000, help="synthetic events written before training")
     parser.add_argument("--cf-holdout-users", type=int, default=500)
     parser.add_argument("--profile", type=Path, help="with --cf: write a pyinstrument profile of the engine here")
     parser.add_argument("--blas-ab", action="store_true",
                         help="with --cf: the API requests again, OPENBLAS_NUM_THREADS=1 in the API's environment")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="with --cf: every --server up at once, measured in --rounds interleaved rounds")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -356,38 +437,30 @@ def main() -> None:
             began = time.perf_counter()
             load_catalog(es, settings, n_items, clusters=CLUSTERS if args.cf else None, forcemerge=not args.cf)
             setup: dict[str, Any] = {"catalog_s": round(time.perf_counter() - began, 1)}
+            users: list[str] = []
             if args.cf:
                 users, cf_info = cf_setup(es, settings, n_items, args.cf_events, args.users, args.cf_holdout_users)
                 setup.update(cf_info)
             else:
                 make_users(es, settings, args.users, n_items)
             report["setup"][str(n_items)] = setup
-            api = start_api(REPO, PORT, args.api_workers, REPO / ".hybridrec" / "bench-api.log")
-            try:
-                if args.cf:
-                    report["runs"].append({"items": n_items, **cf_runs(es, settings, n_items, users, args)})
-                    if args.blas_ab:
-                        os.killpg(api.pid, signal.SIGTERM)
-                        api.wait(timeout=60)
-                        api = start_api(REPO, PORT, args.api_workers, REPO / ".hybridrec" / "bench-api.log",
-                                        env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
-                        report["runs"][-1]["api_one_blas_thread"] = api_points(users, KINDS, args)
-                else:
-                    report["runs"].extend(content_runs(es, settings, n_items, args))
-                report.setdefault("freshness", {})[str(n_items)] = freshness()
-            finally:
-                os.killpg(api.pid, signal.SIGTERM)
-                api.wait(timeout=60)
+            recorded = engine_requests(es, settings, users, KINDS, args.profile, n_items) if args.cf else None
+            if recorded is not None and args.rounds:
+                report["runs"].append(interleaved(es, settings, n_items, users, recorded, args))
+                continue
+            for server in args.server:
+                measure(es, settings, n_items, server, users, recorded, args, report)
     finally:
         drop_indices(es, PREFIX)
         for url in (settings.redis_url, settings.broker_url):  # this benchmark's own DBs (10, 9)
             Redis.from_url(url).flushdb()
-    if args.cf:
+    if args.cf and not args.rounds:
         for run in report["runs"]:
             for point in run["points"]:
                 if point["items"] == TARGET["items"] and point["concurrency"] == TARGET["concurrency"]:
                     p99 = point["default"]["api"]["p99_ms"]
-                    report["target"] = {**TARGET, "api_default_p99_ms": p99, "met": p99 <= TARGET["p99_ms"]}
+                    report.setdefault("target", {})[run["server"]] = {**TARGET, "api_default_p99_ms": p99,
+                                                                      "met": p99 <= TARGET["p99_ms"]}
     text = json.dumps(report, indent=2)
     if args.out:
         args.out.write_text(text)

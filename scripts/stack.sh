@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# start | stop | status for the local stack: embedded Elasticsearch, Redis, a Celery worker, the API (gunicorn).
+# start | stop | status for the local stack: embedded Elasticsearch, Redis, the Celery workers, the API (gunicorn).
 #   stack.sh start [services...]   services: es redis worker api cluster es-node-K (default: es redis)
 #   stack.sh stop  [services...]   (default: everything this script started, the cluster included)
 # cluster: HYBRIDREC_ES_NODES (3) nodes on HTTP ports from HYBRIDREC_ES_CLUSTER_PORT (9201) and transport
@@ -101,16 +101,58 @@ start_redis() {
   wait_for "redis" 30 redis_answers || die "redis did not answer on 127.0.0.1:$REDIS_PORT (log: $STATE_DIR/logs/redis.log)"
 }
 
+# Celery workers, one per kind of work, so a reindex or a training never delays live events:
+#   events  -Q events       (event writes, click attribution, deferred profiles, reco-log flush; beat runs here)
+#   embed   -Q embed,index  (item indexing, reindex, deletes, rollback: the encoder loads here)
+#   train   -Q train        (training, promotion, model rollback)
+# HYBRIDREC_WORKER_LAYOUT=combined runs the single worker of old for all four queues (a small machine, a test).
+# Each has its pidfile run/worker-NAME.pid, log logs/worker-NAME.log, prometheus folder and metrics port
+# (HYBRIDREC_WORKER_METRICS_PORT for events, +1 embed, +2 train; combined: the port itself).
+WORKER_NAMES=(events embed train combined)
+worker_layout() {
+  case "${HYBRIDREC_WORKER_LAYOUT:-split}" in
+    split) echo "events embed train" ;;
+    combined) echo "combined" ;;
+    *) die "HYBRIDREC_WORKER_LAYOUT must be split or combined, not ${HYBRIDREC_WORKER_LAYOUT}" ;;
+  esac
+}
+
+start_one_worker() {  # start_one_worker NAME
+  local name="$1" queues concurrency offset beat=()
+  case "$name" in
+    events) queues=events; concurrency="${HYBRIDREC_EVENTS_WORKER_CONCURRENCY:-2}"; offset=0
+            beat=(--beat --schedule "$RUN/celerybeat-schedule") ;;
+    embed) queues=embed,index; concurrency="${HYBRIDREC_WORKER_CONCURRENCY:-1}"; offset=1 ;;
+    train) queues=train; concurrency=1; offset=2 ;;
+    combined) queues=embed,index,events,train; concurrency="${HYBRIDREC_WORKER_CONCURRENCY:-1}"; offset=0
+              beat=(--beat --schedule "$RUN/celerybeat-schedule") ;;
+  esac
+  local pidfile="$RUN/worker-$name.pid" port=$(( ${HYBRIDREC_WORKER_METRICS_PORT:-9808} + offset ))
+  if pid_alive "$pidfile"; then log "celery worker $name already running"; return; fi
+  log "starting Celery worker $name (queues: $queues; concurrency $concurrency${beat:+; beat embedded}; metrics on 127.0.0.1:$port)"
+  local multiproc="$STATE_DIR/prometheus-worker-$name"
+  rm -rf "$multiproc"; mkdir -p "$multiproc"
+  PROMETHEUS_MULTIPROC_DIR="$multiproc" HYBRIDREC_WORKER_METRICS_PORT="$port" \
+    "$VENV/bin/celery" -A workers.celery_app worker --loglevel=INFO --concurrency="$concurrency" \
+    -Q "$queues" --hostname "hybridrec-$name@%h" --pidfile "$pidfile" "${beat[@]}" \
+    --logfile "$STATE_DIR/logs/worker-$name.log" --detach
+  wait_for "celery worker $name" 60 pid_alive "$pidfile" || die "worker $name did not start (log: $STATE_DIR/logs/worker-$name.log)"
+}
+
 start_worker() {
-  if pid_alive "$RUN/worker.pid"; then log "celery worker already running"; return; fi
-  log "starting a Celery worker (queues: embed, index, events; beat embedded; metrics on 127.0.0.1:${HYBRIDREC_WORKER_METRICS_PORT:-9808})"
-  export PROMETHEUS_MULTIPROC_DIR="$STATE_DIR/prometheus-worker" HYBRIDREC_WORKER_METRICS_PORT="${HYBRIDREC_WORKER_METRICS_PORT:-9808}"
-  rm -rf "$PROMETHEUS_MULTIPROC_DIR"; mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
-  "$VENV/bin/celery" -A workers.celery_app worker --loglevel=INFO --concurrency="${HYBRIDREC_WORKER_CONCURRENCY:-1}" \
-    -Q embed,index,events,train --hostname "hybridrec@%h" --pidfile "$RUN/worker.pid" \
-    --beat --schedule "$STATE_DIR/run/celerybeat-schedule" \
-    --logfile "$STATE_DIR/logs/worker.log" --detach
-  wait_for "celery worker" 60 pid_alive "$RUN/worker.pid" || die "worker did not start (log: $STATE_DIR/logs/worker.log)"
+  local name
+  for name in $(worker_layout); do start_one_worker "$name"; done
+}
+
+stop_worker() {  # every worker this state folder holds a pidfile for, whichever layout started it
+  local name
+  # run/worker.pid: the single worker a stack.sh before the split started (a stack still running across the update).
+  local found=0
+  if [[ -f "$RUN/worker.pid" ]]; then stop_pidfile "celery worker" "$RUN/worker.pid"; found=1; fi
+  for name in "${WORKER_NAMES[@]}"; do
+    if [[ -f "$RUN/worker-$name.pid" ]]; then stop_pidfile "celery worker $name" "$RUN/worker-$name.pid"; found=1; fi
+  done
+  (( found )) || log "celery workers not running"
 }
 
 start_api() {
@@ -152,7 +194,11 @@ status() {
   for k in $(seq 1 "$ES_NODES"); do
     pid_alive "$RUN/es-node-$k.pid" && echo "cluster node $k: running (pid $(cat "$RUN/es-node-$k.pid")) on :$((ES_CLUSTER_PORT + k - 1))"
   done
-  pid_alive "$RUN/worker.pid" && echo "worker: running (pid $(cat "$RUN/worker.pid"))" || echo "worker: not running"
+  local name
+  for name in $(worker_layout); do
+    pid_alive "$RUN/worker-$name.pid" && echo "worker $name: running (pid $(cat "$RUN/worker-$name.pid"))" \
+      || echo "worker $name: not running"
+  done
   pid_alive "$RUN/api.pid" && echo "api: running (pid $(cat "$RUN/api.pid")) on :$API_PORT" || echo "api: not running"
 }
 
@@ -173,7 +219,7 @@ case "$cmd" in
       case "$s" in
         es) stop_pidfile elasticsearch "$RUN/es.pid" ;;
         redis) stop_pidfile redis "$RUN/redis.pid" ;;
-        worker) stop_pidfile "celery worker" "$RUN/worker.pid" ;;
+        worker) stop_worker ;;
         api) stop_pidfile api "$RUN/api.pid" ;;
         cluster) stop_cluster ;;
         es-node-*) stop_pidfile "cluster node ${s#es-node-}" "$RUN/es-node-${s#es-node-}.pid" ;;

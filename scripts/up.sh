@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command from nothing to a running stack: install, start Elasticsearch + Redis + a Celery worker +
+# One command from nothing to a running stack: install, start Elasticsearch + Redis + the Celery workers +
 # the API (gunicorn), load the MovieLens-100K demo catalog, print where to send requests.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
@@ -7,7 +7,7 @@ bash scripts/setup.sh
 bash scripts/stack.sh start es redis
 "$VENV/bin/hybridrec" init >/dev/null
 bash scripts/stack.sh start worker api
-log "loading the demo catalog (MovieLens-100K movies from the recbole wheel) through the worker"
+log "loading the demo catalog (MovieLens-100K movies from the recbole wheel) through the embed worker"
 "$VENV/bin/hybridrec" demo
 cat <<MSG
 

@@ -1,5 +1,6 @@
-"""The worker as scripts/stack.sh runs it (detached, beat embedded), on a private Redis and state folder:
-a kill -9 of its main process leaves no beat and no pool process behind."""
+"""The workers as scripts/stack.sh runs them (detached; events, embed+index and train apart, beat embedded in
+the events worker only), on a private Redis and state folder: a kill -9 of a worker's main process leaves no
+beat and no pool process behind."""
 from __future__ import annotations
 
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PREFIX, run_stack
+from tests.helpers import PREFIX, run_stack, stack_script
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +48,7 @@ def _settled_pid(pidfile: Path, deadline: float) -> int:
     raise AssertionError(f"{pidfile} never settled on a live worker")
 
 
-def test_kill_9_of_the_worker_leaves_no_beat_running(tmp_path):
+def test_separate_workers_and_a_kill_9_leaves_no_beat_running(tmp_path):
     state = tmp_path / "stack"
     env = {"HYBRIDREC_STATE_DIR": str(state), "HYBRIDREC_REDIS_PORT": PORT,
            "HYBRIDREC_VENV": str(Path(sys.executable).parent.parent), "HYBRIDREC_WORKER_METRICS_PORT": "9897",
@@ -59,12 +60,22 @@ def test_kill_9_of_the_worker_leaves_no_beat_running(tmp_path):
         stack("start", "redis", "worker")
         # Celery's --detach writes the pidfile, then the exec'd worker replaces it (a stale-pidfile check):
         # read it once the worker has settled, not in that window.
-        log = state / "logs" / "worker.log"
         deadline = time.time() + 90
-        main = _settled_pid(state / "run" / "worker.pid", deadline)
+        mains = {name: _settled_pid(state / "run" / f"worker-{name}.pid", deadline)
+                 for name in ("events", "embed", "train")}
+        assert len(set(mains.values())) == 3, mains
+        log = state / "logs" / "worker-events.log"
         while time.time() < deadline and not (log.exists() and "beat: Starting" in log.read_text()):
             time.sleep(0.5)
         assert "beat: Starting" in log.read_text(), log.read_text()[-2000:]
+        for name, queues in (("events", "events"), ("embed", "embed,index"), ("train", "train")):
+            argv = Path(f"/proc/{mains[name]}/cmdline").read_text().split("\0")
+            assert argv[argv.index("-Q") + 1] == queues, argv
+            text = (state / "logs" / f"worker-{name}.log").read_text()
+            assert ("beat: Starting" in text) == (name == "events"), f"beat in worker {name}? {text[-2000:]}"
+        status = stack_script(env, "status").stdout
+        assert all(f"worker {name}: running (pid {pid})" in status for name, pid in mains.items()), status
+        main = mains["events"]
         children = _children(main)
         assert len(children) >= 2, children  # the embedded beat and at least one pool process
 
