@@ -468,6 +468,8 @@ def main() -> None:
             if args.recall_queries:
                 report.setdefault("recall", {})[str(n_items)] = knn_recall(
                     es, index, n_items, args.recall_queries, args.num_candidates, [None, *args.oversample])
+            if args.out:  # each size as it completes: a long run cut short keeps what it measured
+                args.out.write_text(json.dumps(report, indent=2))
     finally:
         if not (args.keep_catalog or args.load_only):
             drop_indices(es, PREFIX)
