@@ -115,7 +115,8 @@ def raw_es(es: Any, settings: Any, users: int, with_q: bool, seconds: float, con
                          encoder.encode([q])[0] if q else None))
     def call(rng: random.Random) -> bool:
         filters, user_vec, q, q_vec = rng.choice(prepared)
-        search.retrieve(es, index, filters=filters, size=10, text=q, user_vector=user_vec, query_vector=q_vec)
+        search.retrieve(es, index, filters=filters, size=10, text=q, user_vector=user_vec, query_vector=q_vec,
+                        num_candidates=settings.knn_num_candidates, oversample=settings.knn_oversample)
         return True
 
     return timed_calls(call, seconds, concurrency)

@@ -44,3 +44,20 @@ def test_a_sized_body_over_the_limit_is_a_413_and_a_small_streamed_one_is_read(a
     assert client.post("/v1/events", data=b"x" * 5000, headers={"Content-Type": "application/json"}).status_code == 413
     status, body = streamed(app, b'{"events": []}')
     assert status.startswith("400") and "no events" in str(body["detail"])
+
+
+def test_knn_clause_rescores_a_quantised_field_only_when_asked() -> None:
+    import numpy as np
+    import pytest
+    from pydantic import ValidationError
+
+    from indexer.filters import Filters
+    from indexer.queries import knn_clause
+    from indexer.settings import Settings
+
+    plain = knn_clause(np.array([0.6, 0.8]), Filters(), 10, 400)
+    assert "rescore_vector" not in plain and plain["num_candidates"] == 400
+    assert knn_clause(np.array([0.6, 0.8]), Filters(), 10, 400, oversample=5.0)["rescore_vector"] == {"oversample": 5.0}
+    assert Settings(knn_oversample=0).knn_oversample == 0
+    with pytest.raises(ValidationError, match="KNN_OVERSAMPLE"):
+        Settings(knn_oversample=0.5)
