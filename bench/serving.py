@@ -21,6 +21,11 @@ the users' histories in microseconds (default BLAS threads and one), and the eng
 request outside Elasticsearch; --blas-ab repeats the API requests with OPENBLAS_NUM_THREADS=1.
 Usage: .venv/bin/python bench/serving.py [--items 10000 100000] [--seconds 8] [--concurrency 1 4 8]
        [--cf [--cf-events 200000] [--cf-holdout-users 500] [--profile DIR] [--blas-ab]] [--out FILE]
+       [--es-url URL] [--forcemerge yes|no] [--load-only | --reuse-catalog] [--keep-catalog]
+       [--recall-queries 200] [--num-candidates 100 200 400] [--oversample 0 5]
+At 1M items: load once with --load-only (no Redis, no load test; the catalog stays), then measure with
+--reuse-catalog. Each size also reports its load time, `_stats` size and segments, node heap after the
+load and after the load test, and kNN recall@10 against exact search (bench.synthetic.exact_top).
 Needs the embedded node and Redis (scripts/stack.sh start es redis). Prefix hrbench-serve, Redis DBs 9, 10.
 """
 from __future__ import annotations
