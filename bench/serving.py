@@ -24,6 +24,11 @@ granian; bench/load.py), every point with its own raw baseline beside it, in the
 --rounds R, all of them up at once and measured in R interleaved rounds (fair on a machine whose load moves).
 Usage: .venv/bin/python bench/serving.py [--items 10000 100000] [--seconds 8] [--concurrency 1 4 8] [--server ...]
        [--cf [--cf-events 200000] [--cf-holdout-users 500] [--profile DIR] [--blas-ab]] [--out FILE]
+       [--es-url URL] [--forcemerge yes|no] [--load-only | --reuse-catalog] [--keep-catalog]
+       [--recall-queries 200] [--num-candidates 100 200 400] [--oversample 0 5]
+At 1M items: load once with --load-only (no Redis, no load test; the catalog stays), then measure with
+--reuse-catalog. Each size also reports its load time, `_stats` size and segments, node heap after the
+load and after the load test, and kNN recall@10 against exact search (bench.synthetic.exact_top).
 Needs the embedded node and Redis (scripts/stack.sh start es redis). Prefix hrbench-serve, Redis DBs 9, 10.
 """
 from __future__ import annotations
@@ -55,12 +60,22 @@ sys.path.insert(0, str(REPO))
 PORT = 8099
 CLUSTERS = 50
 TARGET = {"items": 100_000, "concurrency": 1, "p99_ms": 25.0}
+TARGET_1M = {"items": 1_000_000, "concurrency": 1, "p99_ms": 50.0, "recall_at_10": 0.95}
 Searches = list[tuple[str, dict[str, Any]]]
 # The default request (no parameters) and the same request with the collaborative retrievers switched off.
 KINDS: dict[str, dict[str, Any]] = {"default": {}, "content": {"w_item": 0, "w_recent": 0, "w_cf": 0}}
 
 from bench.load import SERVERS, bench_clients, ms, run_load, start_api, timed_calls  # noqa: E402
-from bench.synthetic import WORDS, drop_indices, generate, item_id, load_catalog, write_events  # noqa: E402
+from bench.synthetic import (  # noqa: E402
+    WORDS,
+    drop_indices,
+    exact_top,
+    generate,
+    held_out_queries,
+    item_id,
+    load_catalog,
+    write_events,
+)
 from indexer.telemetry import percentile  # noqa: E402
 
 
@@ -108,7 +123,8 @@ def raw_es(es: Any, settings: Any, users: int, with_q: bool, seconds: float, con
                          encoder.encode([q])[0] if q else None))
     def call(rng: random.Random) -> bool:
         filters, user_vec, q, q_vec = rng.choice(prepared)
-        search.retrieve(es, index, filters=filters, size=10, text=q, user_vector=user_vec, query_vector=q_vec)
+        search.retrieve(es, index, filters=filters, size=10, text=q, user_vector=user_vec, query_vector=q_vec,
+                        num_candidates=settings.knn_num_candidates, oversample=settings.knn_oversample)
         return True
 
     return timed_calls(call, seconds, concurrency)
@@ -144,6 +160,49 @@ def freshness(trials: int = 200) -> dict[str, float]:
                 break
         lags.append((time.perf_counter() - accepted) * 1000)
     return {"trials": trials, "p50_ms": round(percentile(lags, 50), 2), "p99_ms": round(percentile(lags, 99), 2)}
+
+
+def node_state(es: Any, index: str) -> dict[str, Any]:
+    """The items index on disk (`_stats` store, segments) and the node's JVM heap (`_nodes/stats`)."""
+    stats = es.indices.stats(index=index, metric=["store", "segments", "docs"])["indices"]
+    primaries = next(iter(stats.values()))["primaries"]
+    nodes = es.nodes.stats(metric="jvm")["nodes"].values()
+    return {"docs": primaries["docs"]["count"], "segments": primaries["segments"]["count"],
+            "store_mib": round(primaries["store"]["size_in_bytes"] / 2**20, 1),
+            "heap_used_mib": round(sum(n["jvm"]["mem"]["heap_used_in_bytes"] for n in nodes) / 2**20, 1),
+            "heap_max_mib": round(sum(n["jvm"]["mem"]["heap_max_in_bytes"] for n in nodes) / 2**20, 1)}
+
+
+def knn_recall(es: Any, index: str, n_items: int, n_queries: int, num_candidates: list[int],
+               oversample: list[float | None]) -> dict[str, Any]:
+    """recall@10 of the engine's kNN clause (indexer.queries.knn_clause, no filter) against exact search on
+    held-out queries of the catalog's mixture, at each num_candidates and bbq rescore oversample (None: the
+    index's default), with the client latency of each search (one at a time)."""
+    from indexer.filters import Filters
+    from indexer.queries import knn_clause
+
+    queries = held_out_queries(n_queries, CLUSTERS)
+    began = time.perf_counter()
+    exact = [{item_id(int(i)) for i in row} for row in exact_top(n_items, CLUSTERS, queries)]
+    out: dict[str, Any] = {"queries": n_queries, "k": 10, "exact_s": round(time.perf_counter() - began, 1),
+                           "points": []}
+    for candidates in num_candidates:
+        for factor in oversample:
+            recalls, latencies, took = [], [], []
+            for q, vector in enumerate(queries):
+                knn = knn_clause(vector, Filters(), 10, candidates)
+                if factor is not None:
+                    knn["rescore_vector"] = {"oversample": factor}
+                sent = time.perf_counter()
+                response = es.search(index=index, knn=knn, size=10, source=False)
+                latencies.append((time.perf_counter() - sent) * 1000)
+                took.append(response["took"])
+                recalls.append(len({h["_id"] for h in response["hits"]["hits"]} & exact[q]) / 10)
+            out["points"].append({"num_candidates": candidates, "oversample": factor,
+                                  "recall_at_10": round(float(np.mean(recalls)), 4),
+                                  "recall_min": min(recalls), **ms(latencies, "client"), **ms(took, "took")})
+            print(f"items={n_items} recall {out['points'][-1]}", file=sys.stderr)
+    return out
 
 
 # -- collaborative retrievers (--cf) ------------------------------------------------------------------------
@@ -407,6 +466,14 @@ def interleaved(es: Any, settings: Any, n_items: int, users: list[str],
     return {"items": n_items, "interleaved": points}
 
 
+def catalog_ready(es: Any, settings: Any, n_items: int) -> bool:
+    """Whether the prefix's items index already holds exactly the n_items synthetic items (--reuse-catalog)."""
+    from indexer import lifecycle
+
+    alias = lifecycle.alias_name(settings, "items")
+    return bool(es.indices.exists_alias(name=alias)) and es.count(index=alias)["count"] == n_items
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, nargs="+", default=[10_000, 100_000])
@@ -416,6 +483,19 @@ def main() -> None:
     parser.add_argument("--api-workers", type=int, default=2)
     parser.add_argument("--server", nargs="+", choices=SERVERS, default=["gunicorn-gthread"],
                         help="WSGI servers measured side by side, each with the raw baseline beside it")
+    parser.add_argument("--es-url", help="Elasticsearch for the bench and its API (default: HYBRIDREC_ES_URL)")
+    parser.add_argument("--bulk-threads", type=int, default=2, help="parallel_bulk threads of the catalog load")
+    parser.add_argument("--forcemerge", choices=("yes", "no"),
+                        help="force-merge the catalog to one segment after the load (default: yes without --cf)")
+    parser.add_argument("--load-only", action="store_true",
+                        help="load the catalog, report its load and size, keep it; no Redis, no load test")
+    parser.add_argument("--reuse-catalog", action="store_true",
+                        help="keep a catalog of exactly --items items already in the prefix instead of loading")
+    parser.add_argument("--keep-catalog", action="store_true", help="leave the indices in place at the end")
+    parser.add_argument("--recall-queries", type=int, default=200, help="kNN recall@10 queries (0: none)")
+    parser.add_argument("--num-candidates", type=int, nargs="+", default=[100])
+    parser.add_argument("--oversample", type=float, nargs="+", default=[],
+                        help="bbq rescore_vector oversample factors tried beside the index default (0: off)")
     parser.add_argument("--cf", action="store_true", help="train and promote a model; measure the CF retrievers")
     parser.add_argument("--cf-events", type=int, default=200_000, help="synthetic events written before training")
     parser.add_argument("--cf-holdout-users", type=int, default=500)
@@ -426,34 +506,54 @@ def main() -> None:
                         help="with --cf: every --server up at once, measured in --rounds interleaved rounds")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.es_url:
+        os.environ["HYBRIDREC_ES_URL"] = args.es_url  # the API started below inherits it
 
     from redis import Redis
 
+    from indexer import lifecycle
+
     settings, es = bench_clients(timeout=30)
+    forcemerge = (args.forcemerge or ("no" if args.cf else "yes")) == "yes"
     report: dict[str, Any] = {"benchmark": "serving", "cf": args.cf, "runs": [], "setup": {},
-                              "note": "synthetic catalog, random vectors; cache disabled"}
+                              "note": f"synthetic catalog, vectors of a {CLUSTERS}-cluster mixture; cache disabled"}
     try:
         for n_items in args.items:
-            began = time.perf_counter()
-            load_catalog(es, settings, n_items, clusters=CLUSTERS if args.cf else None, forcemerge=not args.cf)
-            setup: dict[str, Any] = {"catalog_s": round(time.perf_counter() - began, 1)}
+            index = lifecycle.alias_name(settings, "items")
+            if args.reuse_catalog and catalog_ready(es, settings, n_items):
+                setup: dict[str, Any] = {"catalog": "reused"}
+            else:
+                setup = {"catalog": load_catalog(es, settings, n_items, clusters=CLUSTERS, forcemerge=forcemerge,
+                                                 threads=args.bulk_threads)}
+            setup["after_load"] = node_state(es, index)
+            report["setup"][str(n_items)] = setup
+            print(f"items={n_items} setup {json.dumps(setup)}", file=sys.stderr)
+            if args.load_only:
+                continue
             users: list[str] = []
             if args.cf:
                 users, cf_info = cf_setup(es, settings, n_items, args.cf_events, args.users, args.cf_holdout_users)
                 setup.update(cf_info)
             else:
                 make_users(es, settings, args.users, n_items)
-            report["setup"][str(n_items)] = setup
             recorded = engine_requests(es, settings, users, KINDS, args.profile, n_items) if args.cf else None
             if recorded is not None and args.rounds:
                 report["runs"].append(interleaved(es, settings, n_items, users, recorded, args))
-                continue
-            for server in args.server:
-                measure(es, settings, n_items, server, users, recorded, args, report)
+            else:
+                for server in args.server:
+                    measure(es, settings, n_items, server, users, recorded, args, report)
+            setup["after_load_test"] = node_state(es, index)
+            if args.recall_queries:
+                report.setdefault("recall", {})[str(n_items)] = knn_recall(
+                    es, index, n_items, args.recall_queries, args.num_candidates, [None, *args.oversample])
+            if args.out:  # each size as it completes: a long run cut short keeps what it measured
+                args.out.write_text(json.dumps(report, indent=2))
     finally:
-        drop_indices(es, PREFIX)
-        for url in (settings.redis_url, settings.broker_url):  # this benchmark's own DBs (10, 9)
-            Redis.from_url(url).flushdb()
+        if not (args.keep_catalog or args.load_only):
+            drop_indices(es, PREFIX)
+        if not args.load_only:
+            for url in (settings.redis_url, settings.broker_url):  # this benchmark's own DBs (10, 9)
+                Redis.from_url(url).flushdb()
     if args.cf and not args.rounds:
         for run in report["runs"]:
             for point in run["points"]:
@@ -461,10 +561,26 @@ def main() -> None:
                     p99 = point["default"]["api"]["p99_ms"]
                     report.setdefault("target", {})[run["server"]] = {**TARGET, "api_default_p99_ms": p99,
                                                                       "met": p99 <= TARGET["p99_ms"]}
+    elif not args.cf:
+        report["target_1m"] = million_target(report)
     text = json.dumps(report, indent=2)
     if args.out:
         args.out.write_text(text)
     print(text)
+
+
+def million_target(report: dict[str, Any]) -> dict[str, Any] | None:
+    """Issue 13's target at 1M items: API p99 <= 50 ms at concurrency 1 (no query text) and recall@10 >= 0.95
+    at the shipped num_candidates (the first one measured) and the index's default oversample."""
+    point = next((r for r in report["runs"] if r["items"] == TARGET_1M["items"] and r["concurrency"] == 1
+                  and not r["with_q"]), None)
+    recall = report.get("recall", {}).get(str(TARGET_1M["items"]))
+    if point is None:
+        return None
+    shipped = recall["points"][0]["recall_at_10"] if recall else None
+    return {**TARGET_1M, "api_p99_ms": point["api"]["p99_ms"], "recall_at_10": shipped,
+            "met": point["api"]["p99_ms"] <= TARGET_1M["p99_ms"] and shipped is not None
+            and shipped >= TARGET_1M["recall_at_10"]}
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from indexer import lifecycle
 from indexer.events import Event, event_document, record_events
 from indexer.settings import Settings
 
-__all__ = ["CATEGORIES", "WORDS", "SyntheticEvents", "drop_indices", "generate", "item_id", "load_catalog",
-           "write_events"]
+__all__ = ["CATEGORIES", "WORDS", "SyntheticEvents", "catalog_vectors", "drop_indices", "exact_top", "generate",
+           "held_out_queries", "item_id", "load_catalog", "write_events"]
 
 WORDS = ("space rocket garden kitchen pasta football river mountain jazz guitar winter summer robot ocean "
          "forest castle dragon detective comedy thriller romance history science travel").split()
@@ -47,36 +47,87 @@ def drop_indices(es: Elasticsearch, prefix: str) -> list[str]:
     return names
 
 
-def load_catalog(es: Elasticsearch, settings: Settings, n: int, *, clusters: int | None = None,
-                 forcemerge: bool = True, seed: int = 1) -> None:
-    """A fresh set of indices for the prefix and n items with random normalised 384-d vectors (near the
-    item's cluster centroid when `clusters` is given: content then agrees with the tastes)."""
-    drop_indices(es, settings.index_prefix)
-    index = lifecycle.ensure_indices(es, settings)["items"]
+def catalog_vectors(n: int, clusters: int | None, seed: int = 1,
+                    chunk: int = 1000) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, float32 vectors) chunks of the n catalog vectors, the same on every call for the same
+    arguments: random normalised 384-d vectors, or near the item's cluster centroid (item i in cluster
+    i % clusters) when `clusters` is given. Rounded to 6 decimals, the precision the bulk body carries,
+    so an exact search over these arrays sees what Elasticsearch stored."""
     rng = np.random.default_rng(seed)
     centroids = rng.normal(size=(clusters, 384)) / np.sqrt(384) if clusters else None
+    for start in range(0, n, chunk):
+        count = min(chunk, n - start)
+        vectors = rng.normal(size=(count, 384)).astype(np.float32)
+        if centroids is not None:
+            vectors = vectors / np.sqrt(384) + centroids[np.arange(start, start + count) % len(centroids)]
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        yield start, vectors.round(6).astype(np.float32)
+
+
+def held_out_queries(n: int, clusters: int, seed: int = 1, query_seed: int = 11) -> np.ndarray:
+    """n fresh points of the catalog's mixture (the same centroids, new noise): kNN recall queries."""
+    centroids = np.random.default_rng(seed).normal(size=(clusters, 384)) / np.sqrt(384)
+    rng = np.random.default_rng(query_seed)
+    points = rng.normal(size=(n, 384)) / np.sqrt(384) + centroids[rng.integers(0, clusters, size=n)]
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+
+
+def exact_top(n: int, clusters: int | None, queries: np.ndarray, k: int = 10, seed: int = 1) -> np.ndarray:
+    """Brute force over catalog_vectors(n, clusters, seed), chunk by chunk: the k best item numbers per
+    query by dot product (the items index's similarity), best first."""
+    best = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    ids = np.zeros((len(queries), 0), dtype=np.int64)
+    for start, vectors in catalog_vectors(n, clusters, seed):
+        scores = np.concatenate([best, queries @ vectors.T], axis=1)
+        numbers = np.concatenate([ids, np.broadcast_to(np.arange(start, start + len(vectors)),
+                                                       (len(queries), len(vectors)))], axis=1)
+        top = np.argpartition(-scores, min(k, scores.shape[1] - 1), axis=1)[:, :k]
+        best, ids = np.take_along_axis(scores, top, axis=1), np.take_along_axis(numbers, top, axis=1)
+    order = np.argsort(-best, axis=1, kind="stable")
+    return np.take_along_axis(ids, order, axis=1)
+
+
+def load_catalog(es: Elasticsearch, settings: Settings, n: int, *, clusters: int | None = None,
+                 forcemerge: bool = True, seed: int = 1, threads: int = 2) -> dict[str, Any]:
+    """A fresh set of indices for the prefix and n items with the catalog_vectors, bulked on `threads`
+    threads (elasticsearch.helpers.parallel_bulk) with refresh off and no replica during the load, both
+    restored after it. Returns the seconds of the load (bulk + refresh) and of the force-merge."""
+    drop_indices(es, settings.index_prefix)
+    index = lifecycle.ensure_indices(es, settings)["items"]
+    keep = ("refresh_interval", "number_of_replicas", "auto_expand_replicas")
+    current = es.indices.get_settings(index=index, name=[f"index.{k}" for k in keep],
+                                      include_defaults=True)[index]
+    before = {k: {**current.get("defaults", {}).get("index", {}), **current["settings"]["index"]}.get(k)
+              for k in keep}
+    es.indices.put_settings(index=index, settings={"index": {"refresh_interval": "-1", "number_of_replicas": 0,
+                                                             "auto_expand_replicas": False}})
 
     def docs() -> Iterator[dict[str, Any]]:
-        for start in range(0, n, 1000):
-            count = min(1000, n - start)
-            vectors = rng.normal(size=(count, 384)).astype(np.float32)
-            if centroids is not None:
-                vectors = vectors / np.sqrt(384) + centroids[np.arange(start, start + count) % len(centroids)]
-            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-            for offset, vector in enumerate(vectors):
+        for start, vectors in catalog_vectors(n, clusters, seed):
+            for offset, vector in enumerate(vectors.tolist()):
                 i = start + offset
                 words = [WORDS[(i * 7 + j * 13) % len(WORDS)] for j in range(4)]
                 yield {"_index": index, "_id": item_id(i), "_source": {
                     "id": item_id(i), "title": " ".join(words), "description": f"item {i} about {words[0]}",
                     "category": CATEGORIES[i % len(CATEGORIES)], "tags": words[:2], "price": float(i % 200),
                     "in_stock": i % 10 != 0, "popularity": float(i % 1000),
-                    "embedding": [float(x) for x in vector], "embedding_model": "synthetic",
-                    "text_hash": "synthetic"}}
+                    "embedding": vector, "embedding_model": "synthetic", "text_hash": "synthetic"}}
 
-    helpers.bulk(es.options(request_timeout=300), docs(), chunk_size=500)
-    es.indices.refresh(index=index)
+    began = time.perf_counter()
+    for ok, info in helpers.parallel_bulk(es.options(request_timeout=300), docs(), thread_count=threads,
+                                          chunk_size=500, queue_size=threads * 2):
+        if not ok:
+            raise RuntimeError(f"bulk failed: {info}")
+    es.options(request_timeout=900).indices.refresh(index=index)
+    report: dict[str, Any] = {"items": n, "index_s": round(time.perf_counter() - began, 1), "bulk_threads": threads,
+                              "forcemerge": forcemerge}
+    report["items_per_s"] = round(n / report["index_s"], 1) if report["index_s"] else None
+    es.indices.put_settings(index=index, settings={"index": before})
     if forcemerge:
-        es.options(request_timeout=900).indices.forcemerge(index=index, max_num_segments=1)
+        began = time.perf_counter()
+        es.options(request_timeout=3600).indices.forcemerge(index=index, max_num_segments=1)
+        report["forcemerge_s"] = round(time.perf_counter() - began, 1)
+    return report
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,14 @@ def bm25_query(text: str, filters: Filters) -> dict[str, Any]:
 
 
 def knn_clause(vector: np.ndarray, filters: Filters, k: int, num_candidates: int,
-               field: str = EMBEDDING_FIELD) -> dict[str, Any]:
-    """A kNN search with every filter inside it (pre-filtering: k hits that all meet the filters)."""
-    return {"field": field, "query_vector": [float(x) for x in vector], "k": k,
-            "num_candidates": max(num_candidates, k), "filter": filters.clause()}
+               field: str = EMBEDDING_FIELD, oversample: float | None = None) -> dict[str, Any]:
+    """A kNN search with every filter inside it (pre-filtering: k hits that all meet the filters); with
+    `oversample`, a quantised field's oversample * k best are rescored on the raw vectors."""
+    clause = {"field": field, "query_vector": [float(x) for x in vector], "k": k,
+              "num_candidates": max(num_candidates, k), "filter": filters.clause()}
+    if oversample is not None:
+        clause["rescore_vector"] = {"oversample": oversample}
+    return clause
 
 
 def item_item_query(field: str, history: Sequence[tuple[str, float]], filters: Filters) -> dict[str, Any]:

@@ -236,7 +236,9 @@ class Recommender:
         for name, vector in (("user_knn", user_vec), ("query_knn", q_vec)):
             if vector is not None:
                 out.append((name, queries.search_body(depth, with_vectors,
-                                                      knn=queries.knn_clause(vector, filters, depth, NUM_CANDIDATES))))
+                                                      knn=queries.knn_clause(vector, filters, depth,
+                                                                             self.settings.knn_num_candidates,
+                                                                             oversample=self.settings.knn_oversample))))
         if cf.model is not None:
             for name, history in (("item_item", cf.history), ("item_recent", cf.recent)):
                 if history:
@@ -260,7 +262,8 @@ class Recommender:
     def _hybrid_server(self, params: ReadParams, filters: search.Filters, size: int, text: str | None,
                        user_vec: np.ndarray | None, q_vec: np.ndarray | None) -> dict[str, Any]:
         body = rrf_retriever_body(filters=filters, size=size, text=text, user_vector=user_vec, query_vector=q_vec,
-                                  rank_constant=params.rrf_k)
+                                  rank_constant=params.rrf_k, num_candidates=self.settings.knn_num_candidates,
+                                  oversample=self.settings.knn_oversample)
         with timed("elasticsearch", "search_rrf"):
             hits, docs, took = search_rrf(self.es, self.index, body)
         page = hits[(params.page - 1) * params.k: params.page * params.k]

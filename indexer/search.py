@@ -26,7 +26,8 @@ class Retrieval:
 
 def retrieve(es: Elasticsearch, index: str, *, filters: Filters, size: int, text: str | None = None,
              user_vector: np.ndarray | None = None, query_vector: np.ndarray | None = None,
-             num_candidates: int = 100, with_vectors: bool = False, timeout: float | None = None) -> Retrieval:
+             num_candidates: int = 100, with_vectors: bool = False, timeout: float | None = None,
+             oversample: float | None = None) -> Retrieval:
     """The content retrievers in one msearch: BM25 (when text), kNN on the user vector, kNN on the query
     vector. Each ranking comes back separately so the application can fuse them on any node."""
     searches: list[tuple[str, dict[str, Any]]] = []
@@ -35,7 +36,8 @@ def retrieve(es: Elasticsearch, index: str, *, filters: Filters, size: int, text
     for name, vector in (("user_knn", user_vector), ("query_knn", query_vector)):
         if vector is not None:
             searches.append((name, search_body(size, with_vectors,
-                                               knn=knn_clause(vector, filters, size, num_candidates))))
+                                               knn=knn_clause(vector, filters, size, num_candidates,
+                                                              oversample=oversample))))
     return msearch(es, index, searches, timeout=timeout)
 
 

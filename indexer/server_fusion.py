@@ -20,14 +20,14 @@ _lock = threading.Lock()
 
 def rrf_retriever_body(*, filters: Filters, size: int, text: str | None, user_vector: np.ndarray | None,
                        query_vector: np.ndarray | None, rank_constant: int,
-                       num_candidates: int = 100) -> dict[str, Any]:
+                       num_candidates: int = 100, oversample: float | None = None) -> dict[str, Any]:
     """One _search body fusing BM25 and the kNN retrievers on the server, every filter inside each."""
     retrievers: list[dict[str, Any]] = []
     if text:
         retrievers.append({"standard": {"query": bm25_query(text, filters)}})
     for vector in (user_vector, query_vector):
         if vector is not None:
-            retrievers.append({"knn": knn_clause(vector, filters, size, num_candidates)})
+            retrievers.append({"knn": knn_clause(vector, filters, size, num_candidates, oversample=oversample)})
     if len(retrievers) < 2:
         raise ValueError("server-side RRF needs at least two retrievers")
     return {"size": size, "_source": {"includes": DISPLAY_FIELDS},

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     vector_index_type: Literal["int8_hnsw", "bbq_hnsw", "hnsw"] = Field(
         "bbq_hnsw", description="HNSW quantisation of the item embedding (bench/vector_index.py: bbq_hnsw "
                                 "kept recall@10 at 0.9995 where int8_hnsw gave 0.911)")
+    knn_num_candidates: int = Field(100, ge=10, le=10_000,
+                                    description="candidates per shard of the content kNN (bench/serving.py recall)")
+    knn_oversample: float | None = Field(None, description="bbq/int8 rescore_vector oversample of the content kNN: "
+                                                           "1-10, or 0 for none; unset: the index's default (3)")
     keep_versions: int = Field(2, ge=1, le=20, description="old physical item indices kept for rollback")
 
     server_fusion: Literal["auto", "off"] = Field(
@@ -109,6 +113,13 @@ class Settings(BaseSettings):
     def redis_cluster(self) -> bool:
         """Whether profiles, caches and rate limits live on a Redis Cluster (a redis+cluster:// URL)."""
         return self.redis_url.startswith(REDIS_CLUSTER_SCHEME)
+
+    @field_validator("knn_oversample")
+    @classmethod
+    def _oversample_range(cls, value: float | None) -> float | None:
+        if value is not None and value != 0 and not 1.0 <= value <= 10.0:
+            raise ValueError("HYBRIDREC_KNN_OVERSAMPLE is 0 (no rescoring) or between 1 and 10")
+        return value
 
     @field_validator("seen_forever_types")
     @classmethod

@@ -57,3 +57,20 @@ def test_a_redis_cluster_failing_over_is_a_503(app: Flask, monkeypatch: pytest.M
     monkeypatch.setattr("indexer.profile_store.ProfileStore.load_with_seen", failing_over)
     response = app.test_client().get("/v1/users/u1/recommendations")
     assert response.status_code == 503 and response.get_json()["title"] == "Backend unavailable"
+
+
+def test_knn_clause_rescores_a_quantised_field_only_when_asked() -> None:
+    import numpy as np
+    import pytest
+    from pydantic import ValidationError
+
+    from indexer.filters import Filters
+    from indexer.queries import knn_clause
+    from indexer.settings import Settings
+
+    plain = knn_clause(np.array([0.6, 0.8]), Filters(), 10, 400)
+    assert "rescore_vector" not in plain and plain["num_candidates"] == 400
+    assert knn_clause(np.array([0.6, 0.8]), Filters(), 10, 400, oversample=5.0)["rescore_vector"] == {"oversample": 5.0}
+    assert Settings(knn_oversample=0).knn_oversample == 0
+    with pytest.raises(ValidationError, match="KNN_OVERSAMPLE"):
+        Settings(knn_oversample=0.5)
