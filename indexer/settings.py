@@ -62,8 +62,8 @@ class Settings(BaseSettings):
                             "torch, torch if it is absent (bench/encoder.py: onnx gives torch's vectors; onnx-int8 "
                             "keeps cosine 0.99 but recall@10 against torch's neighbours only 0.91)")
     index_encoder: Literal["torch", "onnx", "onnx-int8"] = Field(
-        "torch", description="the workers' item encoder (onnx: the fp32 export, the same vectors as torch, torch "
-                             "if it is absent); torch until an interleaved bench/encoder.py run shows onnx faster")
+        "onnx", description="the workers' item encoder (onnx: the fp32 export, the same vectors as torch, 1.5x its "
+                            "items/s in bench/encoder.py; torch if the export is absent)")
     onnx_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "hybridrec" / "onnx",
                            description="where `hybridrec encoder export` writes the ONNX model (outside the package)")
 
