@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask
 
 from api.json_provider import OrjsonProvider
-from indexer.encoder import get_encoder
+from indexer.encoder import get_query_encoder
 from indexer.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,10 @@ def create_app(config: dict[str, Any] | None = None, settings: Settings | None =
 
 
 def warm_up(settings: Settings) -> None:
-    """Load the encoder and run it once now, as each API worker starts (gunicorn builds the app per
+    """Load the query encoder and run it once now, as each API worker starts (gunicorn builds the app per
     worker), instead of on the first request with `q`, which would wait seconds for it."""
     started = time.perf_counter()
-    get_encoder(settings).encode(["warm-up"])
-    log.info("encoder %s loaded at start-up in %.2f s", settings.model, time.perf_counter() - started)
+    encoder = get_query_encoder(settings)
+    encoder.encode(["warm-up"])
+    log.info("query encoder %s (%s) loaded at start-up in %.2f s", settings.model, encoder.backend,
+             time.perf_counter() - started)

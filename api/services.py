@@ -11,7 +11,7 @@ from redis import Redis
 
 from indexer.celery_config import celery_config
 from indexer.clients import make_es, make_redis
-from indexer.encoder import get_encoder
+from indexer.encoder import get_query_encoder
 from indexer.recommender import Recommender
 from indexer.settings import Settings
 from indexer.task_routing import ROUTES
@@ -43,7 +43,7 @@ def build_services(settings: Settings) -> Services:
     broker = Redis.from_url(settings.broker_url, socket_timeout=settings.redis_timeout,
                             socket_connect_timeout=settings.redis_timeout)
     es, redis = make_es(settings), make_redis(settings)
-    recommender = Recommender(settings, es, redis, lambda: get_encoder(settings))
+    recommender = Recommender(settings, es, redis, lambda: get_query_encoder(settings))
     return Services(settings=settings, es=es, redis=redis, broker=broker, celery=celery, recommender=recommender)
 
 

@@ -22,7 +22,10 @@ request outside Elasticsearch; --blas-ab repeats the API requests with OPENBLAS_
 With --server A B ... the API is measured under each WSGI server in turn (gunicorn-sync, gunicorn-gthread,
 granian; bench/load.py), every point with its own raw baseline beside it, in the same run; with --cf
 --rounds R, all of them up at once and measured in R interleaved rounds (fair on a machine whose load moves).
+With --query-encoders (issue 13): the `q` request again with the API restarted on each query encoder
+(HYBRIDREC_QUERY_ENCODER); --q-fresh makes every query text new, so each request runs the encoder.
 Usage: .venv/bin/python bench/serving.py [--items 10000 100000] [--seconds 8] [--concurrency 1 4 8] [--server ...]
+       [--query-encoders torch onnx-int8 [--q-fresh]]
        [--cf [--cf-events 200000] [--cf-holdout-users 500] [--profile DIR] [--blas-ab]] [--out FILE]
        [--es-url URL] [--forcemerge yes|no] [--load-only | --reuse-catalog] [--keep-catalog]
        [--recall-queries 200] [--num-candidates 100 200 400] [--oversample 0 5]
@@ -376,11 +379,15 @@ def api_points(users: list[str], kinds: dict[str, dict[str, Any]],
             for c in args.concurrency]
 
 
-def content_runs(es: Any, settings: Any, n_items: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+def content_runs(es: Any, settings: Any, n_items: int, args: argparse.Namespace,
+                 query_encoder: str | None = None) -> list[dict[str, Any]]:
     runs = []
-    for with_q in (False, True):
+    # With --query-encoders the q request runs once per encoder (below), not here as well.
+    for with_q in (True,) if query_encoder else (False,) if args.query_encoders else (False, True):
         def url(rng: random.Random, with_q: bool = with_q) -> str:
             q = "&q=" + "+".join(rng.sample(WORDS, 2)) if with_q else ""
+            if with_q and args.q_fresh:  # a number BM25 matches nowhere: every query misses the vector cache
+                q += f"+{rng.randrange(10**9)}"
             return f"http://127.0.0.1:{PORT}/v1/users/u{rng.randrange(args.users)}/recommendations?k=10{q}"
 
         run_load(url, 2.0, 2)  # warm-up: model load, query-vector cache, ES caches
@@ -389,6 +396,7 @@ def content_runs(es: Any, settings: Any, n_items: int, args: argparse.Namespace)
             api_stats = run_load(url, args.seconds, c)
             print(f"items={n_items} q={with_q} c={c} api={api_stats} raw={raw}", file=sys.stderr)
             runs.append({"items": n_items, "with_q": with_q, "concurrency": c, "api": api_stats, "raw_es": raw,
+                         **({"query_encoder": query_encoder, "q_fresh": args.q_fresh} if with_q else {}),
                          "ratio_api_p50_over_raw_es_p50": round(api_stats["p50_ms"] / raw["p50_ms"], 3),
                          "ratio_api_p99_over_raw_es_p99": round(api_stats["p99_ms"] / raw["p99_ms"], 3)})
     return runs
@@ -413,6 +421,13 @@ def measure(es: Any, settings: Any, n_items: int, server: str, users: list[str],
                 report["runs"][-1]["api_one_blas_thread"] = api_points(users, KINDS, args)
         else:
             report["runs"].extend({"server": server, **run} for run in content_runs(es, settings, n_items, args))
+            for query_encoder in args.query_encoders:
+                os.killpg(api.pid, signal.SIGTERM)
+                api.wait(timeout=60)
+                api = start_api(REPO, PORT, args.api_workers, log, server=server,
+                                env={"HYBRIDREC_QUERY_ENCODER": query_encoder})
+                report["runs"].extend({"server": server, **run}
+                                      for run in content_runs(es, settings, n_items, args, query_encoder))
         report.setdefault("freshness", {})[f"{n_items}/{server}"] = freshness()
     finally:
         os.killpg(api.pid, signal.SIGTERM)
@@ -504,6 +519,10 @@ def main() -> None:
                         help="with --cf: the API requests again, OPENBLAS_NUM_THREADS=1 in the API's environment")
     parser.add_argument("--rounds", type=int, default=0,
                         help="with --cf: every --server up at once, measured in --rounds interleaved rounds")
+    parser.add_argument("--query-encoders", nargs="+", choices=["torch", "onnx", "onnx-int8"], default=[],
+                        help="content path: the q request again with the API on each of these query encoders")
+    parser.add_argument("--q-fresh", action="store_true",
+                        help="a random number in every q, so each request embeds its text (no vector cache hit)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.es_url:

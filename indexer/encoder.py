@@ -1,14 +1,20 @@
-"""Turns item and query text into normalised vectors with sentence-transformers; one model per process."""
+"""Turns item and query text into normalised vectors: sentence-transformers on torch, or its ONNX export
+(indexer/onnx_encoder.py) where settings ask for it; one model per process and role."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from indexer.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # The one text template for items: title first (it carries most of the meaning), then the
 # description, then the tags as a comma list. Changing it changes every text_hash, so a
@@ -29,8 +35,23 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-class Encoder:
-    """A sentence-transformers model with normalised float32 output and a running count of encoded texts."""
+class Encoder(Protocol):
+    """What the indexer and the read path need from an encoder. `model_id` names the vector space (stored
+    with each item, so the same model on another backend needs no re-embedding); `backend` says how it runs."""
+
+    model_id: str
+    dim: int
+    device: str
+    backend: str
+    batch_size: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors of shape (len(texts), dim), L2-normalised, float32."""
+        ...
+
+
+class TorchEncoder:
+    """A sentence-transformers model on torch with normalised float32 output."""
 
     def __init__(self, model: str, device: str = "auto", batch_size: int = 64) -> None:
         import torch
@@ -38,6 +59,7 @@ class Encoder:
 
         resolved = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.device = resolved
+        self.backend = "torch"
         self.batch_size = batch_size
         self.model_id = model.rstrip("/").split("/")[-1] if "/" in model else model
         if self.model_id == "model":  # the bundled package keeps the weights in a folder called model/
@@ -60,11 +82,27 @@ class Encoder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-@lru_cache(maxsize=4)
-def _encoder(model: str, device: str, batch_size: int) -> Encoder:
-    return Encoder(model, device, batch_size)
+@lru_cache(maxsize=8)
+def _encoder(model: str, device: str, batch_size: int, backend: str, onnx_dir: str) -> Encoder:
+    if backend != "torch" and device != "cuda":  # asked for a GPU: torch runs there, the export is CPU only
+        from indexer.onnx_encoder import OnnxEncoder, OnnxExportMissing
+
+        try:
+            return OnnxEncoder.load(model, Path(onnx_dir), "int8" if backend == "onnx-int8" else "fp32", batch_size)
+        except OnnxExportMissing as exc:
+            # Same vectors, only slower and with torch loaded: serving stays right, so this warns, not fails.
+            log.warning("encoder %s: %s; falling back to torch (run `hybridrec encoder export` to create it)",
+                        backend, exc)
+    return TorchEncoder(model, device, batch_size)
 
 
 def get_encoder(settings: Settings) -> Encoder:
-    """The process-wide encoder for these settings (loaded once, on first use)."""
-    return _encoder(settings.model, settings.device, settings.batch_size)
+    """The process-wide item encoder (settings.index_encoder), loaded once, on first use."""
+    return _encoder(settings.model, settings.device, settings.batch_size, settings.index_encoder,
+                    str(settings.onnx_dir))
+
+
+def get_query_encoder(settings: Settings) -> Encoder:
+    """The process-wide query-text encoder (settings.query_encoder), loaded once, on first use."""
+    return _encoder(settings.model, settings.device, settings.batch_size, settings.query_encoder,
+                    str(settings.onnx_dir))

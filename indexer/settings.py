@@ -68,6 +68,15 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present")
     batch_size: int = Field(64, ge=1, le=4096, description="texts per encoder batch")
     max_text_chars: int = Field(20_000, ge=100, description="longest accepted title+description+tags")
+    query_encoder: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "onnx", description="the API's query-text encoder: onnx runs the export of `hybridrec encoder export` without "
+                            "torch, torch if it is absent (bench/encoder.py: onnx gives torch's vectors; onnx-int8 "
+                            "keeps cosine 0.99 but recall@10 against torch's neighbours only 0.91)")
+    index_encoder: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "onnx", description="the workers' item encoder (onnx: the fp32 export, the same vectors as torch, 1.5x its "
+                            "items/s in bench/encoder.py; torch if the export is absent)")
+    onnx_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "hybridrec" / "onnx",
+                           description="where `hybridrec encoder export` writes the ONNX model (outside the package)")
 
     # Collaborative models
     train_interval_s: int = Field(3600, ge=60, description="how often celery beat checks whether to train a model")

@@ -24,6 +24,10 @@ else
     || "$VENV/bin/pip" install --quiet -e "$REPO_ROOT[test,eval,lint]"
 fi
 
+# The torch-free ONNX encoder (fp32 and int8) from the bundled model's local files; a no-op when an export
+# of these very weights is there already.
+"$VENV/bin/hybridrec" encoder export >/dev/null || die "hybridrec encoder export failed"
+
 if [[ ! -f "$ES_JAR" || -n "$(find "$ES_PROJECT/src" "$ES_PROJECT/pom.xml" -newer "$ES_JAR" -print -quit)" ]]; then
   log "building the embedded Elasticsearch node (Maven)"
   mkdir -p "$STATE_DIR"

@@ -280,6 +280,21 @@ def cmd_kibana_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_encoder_export(args: argparse.Namespace) -> int:
+    from indexer.onnx_encoder import OnnxExportMissing, export, read_manifest
+
+    settings = get_settings()
+    out = Path(args.dir) if args.dir else settings.onnx_dir
+    if not args.force:
+        try:
+            print(json.dumps({"exported": False, "dir": str(out), **read_manifest(settings.model, out)}))
+            return 0  # an export of these very weights is there already
+        except OnnxExportMissing:
+            pass
+    print(json.dumps({"exported": True, "dir": str(out), **export(settings.model, out)}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybridrec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -298,6 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_rollback)
     sub.add_parser("indices", help="list index versions, alias targets and counts").set_defaults(func=cmd_indices)
     sub.add_parser("init", help="create the indices and aliases if missing").set_defaults(func=cmd_init)
+    encoder = sub.add_parser("encoder", help="the ONNX encoder").add_subparsers(dest="action", required=True)
+    p = encoder.add_parser("export", help="export the model to ONNX (fp32 and int8) for the torch-free encoder")
+    p.add_argument("--dir", help="target folder (default HYBRIDREC_ONNX_DIR)")
+    p.add_argument("--force", action="store_true", help="export again even if an export of these weights exists")
+    p.set_defaults(func=cmd_encoder_export)
     profiles = sub.add_parser("profiles", help="user profiles").add_subparsers(dest="action", required=True)
     profiles.add_parser("rebuild", help="rebuild every profile from the events index").set_defaults(
         func=cmd_profiles_rebuild)
