@@ -60,13 +60,13 @@ def _glob_escape(text: str) -> str:
 
 
 def _cache_keys(redis: Redis, settings: Settings, user_id: str) -> list[str]:
-    """The response cache and last-good keys of this user (`<prefix>:<kind>:<digest>:<version>:<user>`)."""
+    """The response cache and last-good keys of this user (`<prefix>:<kind>:<digest>:<user>`)."""
     found = []
     for kind in (keys.RECO, keys.RECO_LAST):
-        pattern = keys.key(settings.index_prefix, kind, "*", "*", _glob_escape(user_id))
+        pattern = keys.key(settings.index_prefix, kind, "*", _glob_escape(user_id))
         for raw in redis.scan_iter(match=pattern, count=1000):
             name = reply_text(raw)
-            if name.split(":", 4)[4:] == [user_id]:  # the glob's * also matches a ':' inside another user id
+            if name.split(":", 3)[3:] == [user_id]:  # the glob's * also matches a ':' inside another user id
                 found.append(name)
     return found
 

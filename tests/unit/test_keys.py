@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from redis import Redis
+
 from indexer import keys
 from indexer.read_params import ReadParams
 from indexer.response_cache import ResponseCache
@@ -17,9 +19,11 @@ def test_keys_keep_their_names() -> None:
     assert keys.key("hr", keys.TRENDING) == "hr:trending"
     assert keys.key("hr", keys.EVENTS_DEAD_LETTER) == "hr:events-dead-letter"
     assert keys.key("hr", keys.PROFILE, "*") == "hr:profile:*"
-    cache = ResponseCache(None, load_settings(index_prefix="hr"))  # key() needs no Redis
-    assert re.fullmatch(r"hr:reco:[0-9a-f]{24}:3:u1", cache.key("u1", 3, ReadParams(), None))
-    assert re.fullmatch(r"hr:reco-last:[0-9a-f]{24}:None:-", cache.key(None, None, ReadParams(), None))
+    cache = ResponseCache(Redis(), load_settings(index_prefix="hr"))  # key() does no IO
+    # The entry's key holds no version (the versions are stamped inside), so one round trip reads it
+    # beside the profile.
+    assert re.fullmatch(r"hr:reco:[0-9a-f]{24}:u1", cache.key("u1", ReadParams(), None))
+    assert re.fullmatch(r"hr:reco-last:[0-9a-f]{24}:-", cache.last_good_key(None, ReadParams(), None))
 
 
 def test_no_module_formats_a_redis_key_inline() -> None:
