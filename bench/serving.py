@@ -19,8 +19,13 @@ recorded, then replayed):
 (the default's searches of that retriever alone). In process: fold-in (ServingModel.user_factor) over
 the users' histories in microseconds (default BLAS threads and one), and the engine's own time per
 request outside Elasticsearch; --blas-ab repeats the API requests with OPENBLAS_NUM_THREADS=1.
+Round trips (issue 13): the Redis round trips of one GET .../recommendations, counted in this process on
+the app gunicorn serves (cache off as in the load runs, a miss, a hit, a cold start). Prefetch: with the
+cache on and a Celery worker on the events queue, an event (a click) then, after a gap, the user's default
+list: its latency and whether it was a hit, with HYBRIDREC_PREFETCH off and on.
 Usage: .venv/bin/python bench/serving.py [--items 10000 100000] [--seconds 8] [--concurrency 1 4 8]
-       [--cf [--cf-events 200000] [--cf-holdout-users 500] [--profile DIR] [--blas-ab]] [--out FILE]
+       [--cf [--cf-events 200000] [--cf-holdout-users 500] [--profile DIR] [--blas-ab]]
+       [--prefetch-trials 100] [--prefetch-gaps-ms 0 20 100] [--out FILE]
 Needs the embedded node and Redis (scripts/stack.sh start es redis). Prefix hrbench-serve, Redis DBs 9, 10.
 """
 from __future__ import annotations
@@ -141,6 +146,113 @@ def freshness(trials: int = 200) -> dict[str, float]:
                 break
         lags.append((time.perf_counter() - accepted) * 1000)
     return {"trials": trials, "p50_ms": round(percentile(lags, 50), 2), "p99_ms": round(percentile(lags, 99), 2)}
+
+
+def round_trips(es: Any, settings: Any, user: str) -> dict[str, Any]:
+    """Redis round trips of the engine's part of one request (Recommender.recommend, in this process):
+    every redis-py send is one (a pipeline is one send). Cache off as in the load runs, then on: a miss, a
+    hit, a cold start. The API adds Flask-Limiter's one (tests/integration/test_round_trips.py counts the
+    whole request); the reco-log line is pushed by a writer thread, off the request."""
+    import re
+    from unittest import mock
+
+    from redis.connection import AbstractConnection
+
+    from indexer.clients import make_redis
+    from indexer.encoder import get_encoder
+    from indexer.read_params import ReadParams
+    from indexer.recommender import Recommender
+
+    original = AbstractConnection.send_packed_command
+    sends: list[list[str]] = []
+
+    def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        packet = b"".join(bytes(part) for part in (command if isinstance(command, list) else [command]))
+        sends.append([name.decode() for name in re.findall(rb"\*\d+\r\n\$\d+\r\n([A-Za-z]+)\r\n", packet)])
+        original(self, command, check_health)
+
+    out: dict[str, Any] = {}
+    for ttl, cases in ((0, (("cache_off", user),)), (300, (("miss", user), ("hit", user), ("cold_start", "nobody")))):
+        engine = Recommender(settings.model_copy(update={"reco_cache_ttl": ttl}), es, make_redis(settings),
+                             lambda: get_encoder(settings))
+        engine.recommend("warm-up", ReadParams(k=3))  # the connection opened, the model pointer read
+        with mock.patch.object(AbstractConnection, "send_packed_command", counting):
+            for label, who in cases:
+                sends.clear()
+                body = engine.recommend(who, ReadParams())
+                out[label] = {"round_trips": len(sends), "commands": sends[:], "cached": body["cached"]}
+    return out
+
+
+def start_worker(log: Path) -> Any:
+    """A Celery worker on the events queue (prefetches and the events' durable writes), once it answers."""
+    import subprocess
+
+    from workers.celery_app import app
+
+    with log.open("ab") as out:
+        worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-c", "1",
+                                   "-Q", "events", "--hostname", f"{PREFIX}-prefetch@%h", "--without-gossip",
+                                   "--without-mingle", "--loglevel=WARNING"], cwd=REPO, stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not any(PREFIX in n for r in (app.control.ping(timeout=1.0) or []) for n in r):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"celery worker did not start, see {log}")
+    return worker
+
+
+def after_event(users: list[str], n_items: int, trials: int, gap_ms: float) -> dict[str, Any]:
+    """`trials` times: a click for a random user, `gap_ms`, then that user's default list (a client that
+    acts, then reloads). The list's latency, the cache hit rate, and the event POST's own latency."""
+    http = urllib3.PoolManager(timeout=urllib3.Timeout(total=10))
+    base = f"http://127.0.0.1:{PORT}"
+    rng = random.Random(int(gap_ms) + 7)
+    posts, nexts, hits = [], [], 0
+    for _ in range(trials):
+        user = rng.choice(users)
+        body = json.dumps({"user_id": user, "item_id": f"s{rng.randrange(n_items)}", "type": "click"})
+        began = time.perf_counter()
+        response = http.request("POST", f"{base}/v1/events", body=body, headers={"Content-Type": "application/json"})
+        posts.append((time.perf_counter() - began) * 1000)
+        version = json.loads(response.data)["profile_versions"][user]
+        time.sleep(gap_ms / 1000)
+        began = time.perf_counter()
+        reco = json.loads(http.request("GET", f"{base}/v1/users/{user}/recommendations").data)
+        nexts.append((time.perf_counter() - began) * 1000)
+        if reco["profile_version"] < version:
+            raise SystemExit(f"served a list older than the profile that asked: {reco['profile_version']} < {version}")
+        hits += bool(reco["cached"])
+    return {"gap_ms": gap_ms, "trials": trials, "hit_rate": round(hits / trials, 3), **ms(nexts, "next_request"),
+            **ms(posts, "event_post")}
+
+
+def prefetch_runs(users: list[str], n_items: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The request after an event with HYBRIDREC_PREFETCH off and on (the cache on, 300 s, in both), each
+    mode on a fresh API; one worker on the events queue serves both."""
+    from redis import Redis
+
+    Redis.from_url(os.environ["HYBRIDREC_BROKER_URL"]).flushdb()  # durable writes queued by earlier runs
+    worker = start_worker(REPO / ".hybridrec" / "bench-worker.log")
+    out: dict[str, Any] = {}
+    try:
+        for mode in ("off", "on"):
+            api = start_api(REPO, PORT, args.api_workers, REPO / ".hybridrec" / "bench-api.log",
+                            env={"HYBRIDREC_RECO_CACHE_TTL": "300", "HYBRIDREC_PREFETCH": str(mode == "on").lower()})
+            try:
+                run_load(url_for(users, ""), 2.0, 1)  # warm-up
+                out[mode] = [after_event(users, n_items, args.prefetch_trials, gap) for gap in args.prefetch_gaps_ms]
+            finally:
+                os.killpg(api.pid, signal.SIGTERM)
+                api.wait(timeout=60)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
+    out["on_over_off_next_request"] = [
+        {"gap_ms": on["gap_ms"], "p50": round(on["next_request_p50_ms"] / off["next_request_p50_ms"], 3),
+         "p99": round(on["next_request_p99_ms"] / off["next_request_p99_ms"], 3)}
+        for off, on in zip(out["off"], out["on"], strict=True)]
+    return out
 
 
 # -- collaborative retrievers (--cf) ------------------------------------------------------------------------
@@ -343,6 +455,9 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="with --cf: write a pyinstrument profile of the engine here")
     parser.add_argument("--blas-ab", action="store_true",
                         help="with --cf: the API requests again, OPENBLAS_NUM_THREADS=1 in the API's environment")
+    parser.add_argument("--prefetch-trials", type=int, default=100, help="events per gap and mode; 0 skips prefetch")
+    parser.add_argument("--prefetch-gaps-ms", type=float, nargs="+", default=[0.0, 20.0, 100.0],
+                        help="pause between the event and the next request")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -350,7 +465,7 @@ def main() -> None:
 
     settings, es = bench_clients(timeout=30)
     report: dict[str, Any] = {"benchmark": "serving", "cf": args.cf, "runs": [], "setup": {},
-                              "note": "synthetic catalog, random vectors; cache disabled"}
+                              "note": "synthetic catalog, random vectors; cache disabled (prefetch: on, 300 s)"}
     try:
         for n_items in args.items:
             began = time.perf_counter()
@@ -361,7 +476,9 @@ def main() -> None:
                 setup.update(cf_info)
             else:
                 make_users(es, settings, args.users, n_items)
+                users = [f"u{u}" for u in range(args.users)]
             report["setup"][str(n_items)] = setup
+            report.setdefault("redis_round_trips", {})[str(n_items)] = round_trips(es, settings, users[0])
             api = start_api(REPO, PORT, args.api_workers, REPO / ".hybridrec" / "bench-api.log")
             try:
                 if args.cf:
@@ -378,6 +495,8 @@ def main() -> None:
             finally:
                 os.killpg(api.pid, signal.SIGTERM)
                 api.wait(timeout=60)
+            if args.prefetch_trials:
+                report.setdefault("prefetch", {})[str(n_items)] = prefetch_runs(users, n_items, args)
     finally:
         drop_indices(es, PREFIX)
         for url in (settings.redis_url, settings.broker_url):  # this benchmark's own DBs (10, 9)

@@ -106,6 +106,10 @@ class ResponseCache:
             pipe.set(last_good_key, encoded, ex=LAST_GOOD_TTL_S)
             pipe.execute()
 
+    def forget(self, user_id: str | None, params: ReadParams, anchor: str | None) -> None:
+        """Delete the entry and the last good answer for this user and parameters."""
+        self.redis.delete(self.key(user_id, params, anchor), self.last_good_key(user_id, params, anchor))
+
     def last_good(self, last_good_key: str) -> dict[str, Any] | None:
         raw = self.redis.get(last_good_key)
         return json.loads(raw) if raw else None
