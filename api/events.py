@@ -55,7 +55,7 @@ def post_events() -> tuple[Response, int]:
     versions: dict[str, int] = {}
     for user_id, event in applied:
         versions[user_id] = store.apply(user_id, vectors.get(event.item_id), event).version
-    if versions and svc.settings.prefetch and svc.settings.reco_cache_ttl:
+    if versions and svc.settings.prefetch:
         # The next default list, computed by a worker for the profiles just written (off: nothing sent).
         try:
             svc.enqueue(PREFETCH, sorted(versions))

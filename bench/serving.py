@@ -25,7 +25,7 @@ cache on and a Celery worker on the events queue, an event (a click) then, after
 list: its latency and whether it was a hit, with HYBRIDREC_PREFETCH off and on.
 Usage: .venv/bin/python bench/serving.py [--items 10000 100000] [--seconds 8] [--concurrency 1 4 8]
        [--cf [--cf-events 200000] [--cf-holdout-users 500] [--profile DIR] [--blas-ab]]
-       [--prefetch-trials 100] [--prefetch-gaps-ms 0 20 100] [--out FILE]
+       [--prefetch-trials 100] [--prefetch-gaps-ms 0 50 250] [--out FILE]
 Needs the embedded node and Redis (scripts/stack.sh start es redis). Prefix hrbench-serve, Redis DBs 9, 10.
 """
 from __future__ import annotations
@@ -56,6 +56,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 PORT = 8099
 CLUSTERS = 50
+# The cache in the round-trip counts and the prefetch runs (the load runs switch it off).
+CACHE_TTL_S = 300
 TARGET = {"items": 100_000, "concurrency": 1, "p99_ms": 25.0}
 Searches = list[tuple[str, dict[str, Any]]]
 # The default request (no parameters) and the same request with the collaborative retrievers switched off.
@@ -172,7 +174,8 @@ def round_trips(es: Any, settings: Any, user: str) -> dict[str, Any]:
         original(self, command, check_health)
 
     out: dict[str, Any] = {}
-    for ttl, cases in ((0, (("cache_off", user),)), (300, (("miss", user), ("hit", user), ("cold_start", "nobody")))):
+    for ttl, cases in ((0, (("cache_off", user),)),
+                       (CACHE_TTL_S, (("miss", user), ("hit", user), ("cold_start", "nobody")))):
         engine = Recommender(settings.model_copy(update={"reco_cache_ttl": ttl}), es, make_redis(settings),
                              lambda: get_encoder(settings))
         engine.recommend("warm-up", ReadParams(k=3))  # the connection opened, the model pointer read
@@ -194,7 +197,8 @@ def start_worker(log: Path) -> Any:
         worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-c", "1",
                                    "-Q", "events", "--hostname", f"{PREFIX}-prefetch@%h", "--without-gossip",
                                    "--without-mingle", "--loglevel=WARNING"], cwd=REPO, stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+                                  stderr=subprocess.STDOUT, start_new_session=True,
+                                  env={**os.environ, "HYBRIDREC_RECO_CACHE_TTL": str(CACHE_TTL_S)})
     deadline = time.monotonic() + 120
     while not any(PREFIX in n for r in (app.control.ping(timeout=1.0) or []) for n in r):
         if worker.poll() is not None or time.monotonic() > deadline:
@@ -227,7 +231,37 @@ def after_event(users: list[str], n_items: int, trials: int, gap_ms: float) -> d
             **ms(posts, "event_post")}
 
 
-def prefetch_runs(users: list[str], n_items: int, args: argparse.Namespace) -> dict[str, Any]:
+def prefetch_lag(settings: Any, users: list[str], n_items: int, trials: int) -> dict[str, Any]:
+    """Event accepted -> its prefetched list in the cache (the entry polled every millisecond, 2 s at most)."""
+    from indexer.clients import make_redis
+    from indexer.read_params import ReadParams
+    from indexer.response_cache import FIELDS, ResponseCache
+
+    redis = make_redis(settings)
+    cache = ResponseCache(redis, settings)
+    http = urllib3.PoolManager(timeout=urllib3.Timeout(total=10))
+    rng = random.Random(11)
+    lags, missing = [], 0
+    for _ in range(trials):
+        user = rng.choice(users)
+        body = json.dumps({"user_id": user, "item_id": f"s{rng.randrange(n_items)}", "type": "click"})
+        response = http.request("POST", f"http://127.0.0.1:{PORT}/v1/events", body=body,
+                                headers={"Content-Type": "application/json"})
+        accepted = time.perf_counter()
+        version = json.loads(response.data)["profile_versions"][user]
+        key = cache.key(user, ReadParams(), None)
+        while time.perf_counter() - accepted < 2.0:
+            entry = cache.entry(redis.hmget(key, FIELDS))
+            if entry is not None and entry.profile_version >= version:
+                lags.append((time.perf_counter() - accepted) * 1000)
+                break
+            time.sleep(0.001)
+        else:
+            missing += 1
+    return {"trials": trials, "not_within_2s": missing, **ms(lags, "event_to_prefetched")}
+
+
+def prefetch_runs(settings: Any, users: list[str], n_items: int, args: argparse.Namespace) -> dict[str, Any]:
     """The request after an event with HYBRIDREC_PREFETCH off and on (the cache on, 300 s, in both), each
     mode on a fresh API; one worker on the events queue serves both."""
     from redis import Redis
@@ -238,10 +272,13 @@ def prefetch_runs(users: list[str], n_items: int, args: argparse.Namespace) -> d
     try:
         for mode in ("off", "on"):
             api = start_api(REPO, PORT, args.api_workers, REPO / ".hybridrec" / "bench-api.log",
-                            env={"HYBRIDREC_RECO_CACHE_TTL": "300", "HYBRIDREC_PREFETCH": str(mode == "on").lower()})
+                            env={"HYBRIDREC_RECO_CACHE_TTL": str(CACHE_TTL_S),
+                                 "HYBRIDREC_PREFETCH": str(mode == "on").lower()})
             try:
                 run_load(url_for(users, ""), 2.0, 1)  # warm-up
                 out[mode] = [after_event(users, n_items, args.prefetch_trials, gap) for gap in args.prefetch_gaps_ms]
+                if mode == "on":
+                    out["lag"] = prefetch_lag(settings, users, n_items, args.prefetch_trials)
             finally:
                 os.killpg(api.pid, signal.SIGTERM)
                 api.wait(timeout=60)
@@ -456,7 +493,7 @@ def main() -> None:
     parser.add_argument("--blas-ab", action="store_true",
                         help="with --cf: the API requests again, OPENBLAS_NUM_THREADS=1 in the API's environment")
     parser.add_argument("--prefetch-trials", type=int, default=100, help="events per gap and mode; 0 skips prefetch")
-    parser.add_argument("--prefetch-gaps-ms", type=float, nargs="+", default=[0.0, 20.0, 100.0],
+    parser.add_argument("--prefetch-gaps-ms", type=float, nargs="+", default=[0.0, 50.0, 250.0],
                         help="pause between the event and the next request")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -464,6 +501,7 @@ def main() -> None:
     from redis import Redis
 
     settings, es = bench_clients(timeout=30)
+    (REPO / ".hybridrec").mkdir(exist_ok=True)  # the API's and the worker's logs
     report: dict[str, Any] = {"benchmark": "serving", "cf": args.cf, "runs": [], "setup": {},
                               "note": "synthetic catalog, random vectors; cache disabled (prefetch: on, 300 s)"}
     try:
@@ -496,7 +534,7 @@ def main() -> None:
                 os.killpg(api.pid, signal.SIGTERM)
                 api.wait(timeout=60)
             if args.prefetch_trials:
-                report.setdefault("prefetch", {})[str(n_items)] = prefetch_runs(users, n_items, args)
+                report.setdefault("prefetch", {})[str(n_items)] = prefetch_runs(settings, users, n_items, args)
     finally:
         drop_indices(es, PREFIX)
         for url in (settings.redis_url, settings.broker_url):  # this benchmark's own DBs (10, 9)

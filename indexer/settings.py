@@ -120,6 +120,8 @@ class Settings(BaseSettings):
             raise ValueError("set HYBRIDREC_ES_API_KEY or basic auth, not both")
         if self.es_ca_cert is not None and not self.es_ca_cert.is_file():
             raise ValueError(f"HYBRIDREC_ES_CA_CERT={self.es_ca_cert} is not a readable file")
+        if self.prefetch and not self.reco_cache_ttl:
+            raise ValueError("HYBRIDREC_PREFETCH caches lists: it needs HYBRIDREC_RECO_CACHE_TTL above 0")
         return self
 
 
