@@ -78,6 +78,7 @@ class Read:
     seen: list[str]
     entry: Entry | None
     query_vector: object  # the query's cached vector (bytes), or None
+    query_fetched: bool  # whether the round trip asked for it
 
     @property
     def version(self) -> int:
@@ -108,11 +109,11 @@ class Recommender:
         return keys.key(self.settings.index_prefix, keys.QUERY_VECTOR, self.encoder().model_id,
                         hashlib.sha256(text.encode()).hexdigest())
 
-    def embed_query(self, text: str, cached: object = None) -> np.ndarray:
-        """The query's embedding: `cached` (the vector's key read in the request's round trip) or one
-        more read, else the encoder, whose answer is kept for every API process."""
+    def embed_query(self, text: str, read: Read | None = None) -> np.ndarray:
+        """The query's embedding: cached in Redis (read in the request's round trip, or here), else the
+        encoder's, kept for every API process."""
         key = self._query_vector_key(text)
-        raw = cached if cached is not None else self.redis.get(key)
+        raw = read.query_vector if read is not None and read.query_fetched else self.redis.get(key)
         if raw:
             return np.frombuffer(reply_bytes(raw), dtype=np.float32)
         vector: np.ndarray = self.encoder().encode([text])[0]
@@ -133,7 +134,7 @@ class Recommender:
         profile, seen = self.store.loaded(replies[0], replies[1]) if user_id else (None, [])
         rest = replies[2:] if user_id else replies
         entry = self.cache.entry(rest.pop(0)) if with_entry else None
-        return Read(profile, seen, entry, rest[0] if query_key else None)
+        return Read(profile, seen, entry, rest[0] if query_key else None, query_key is not None)
 
     def recommend(self, user_id: str | None, params: ReadParams, *, anchor_vector: np.ndarray | None = None,
                   anchor_id: str | None = None) -> dict[str, Any]:
@@ -187,7 +188,7 @@ class Recommender:
         # A source whose weight is 0 is switched off: it is neither embedded nor searched.
         user_vec = query_vector(profile, now=time.time()) if profile and params.w_user else None
         if params.w_query > 0:
-            q_vec = self.embed_query(params.q, read.query_vector) if params.q else anchor_vector
+            q_vec = self.embed_query(params.q, read) if params.q else anchor_vector
         else:
             q_vec = None
         collaborative = Collaborative(

@@ -73,3 +73,16 @@ def test_one_round_trip_of_ours_per_request(fresh, es, settings, redis_client, c
     # The log lines went out on the writer's thread, none on the request's.
     assert app.extensions["hybridrec"].reco_logs.flush()
     assert redis_client.llen(queue_key(settings)) == 3
+
+
+def test_a_query_vector_cached_in_redis_comes_in_the_same_round_trip(fresh, es, settings, redis_client, counted):
+    index_catalog(es, settings, [(f"i{n}", f"rocket {n}", "a rocket to the planets", "space") for n in range(8)])
+    client = make_app(settings, 300).test_client()
+    assert client.post("/v1/events", json={"user_id": "rob", "item_id": "i1", "type": "like"}).status_code == 202
+    assert client.get("/v1/users/rob/recommendations?q=red+rocket").status_code == 200  # embeds, keeps the vector
+    assert client.application.extensions["hybridrec"].reco_logs.flush()
+
+    counted.clear()
+    other = client.get("/v1/users/rob/recommendations?q=red+rocket&k=4")  # another entry, the same query
+    assert other.status_code == 200 and other.get_json()["cached"] is False
+    assert counted == [["EVALSHA"], ["HGETALL", "ZREVRANGEBYSCORE", "HMGET", "GET"], ["EVAL", "SET"]]
