@@ -102,27 +102,35 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
     def identity() -> str:
         return f"key:{g.get('api_key_name')}" if g.get("api_key_name") else f"addr:{request.remote_addr}"
 
-    # Registered before the limiter, so that it runs after the limiter's own header hook (Flask runs
-    # after_request functions in reverse): the limiter truncates the seconds left, and a client told
-    # "Retry-After: 0" retries at once into the same closed window.
-    @app.after_request
-    def _retry_after_at_least_one(response: Response) -> Response:
-        value = response.headers.get("Retry-After")
-        if value is not None and value.lstrip("-").isdigit() and int(value) < 1:
-            response.headers["Retry-After"] = "1"
-        return response
-
     # Flask-Limiter declares str | int values; its Redis storage hands them to redis-py, which takes float seconds.
     storage_options: dict[str, Any] = {"socket_timeout": settings.redis_timeout,
                                        "socket_connect_timeout": settings.redis_timeout}
-    return Limiter(
+    # No X-RateLimit-* headers: the limiter reads its window back for them (GET and TTL, two more Redis
+    # round trips on every request, beside its one INCR). A 429 still says when to retry (below).
+    limiter = Limiter(
         identity, app=app, default_limits=[settings.rate_limit], storage_uri=settings.redis_url,
-        storage_options=storage_options, strategy="fixed-window", headers_enabled=True,
+        storage_options=storage_options, strategy="fixed-window", headers_enabled=False,
         key_prefix=redis_keys.key(settings.index_prefix, redis_keys.RATE_LIMIT),
         # Redis down must not take the API down with it: limits are skipped, requests still served.
         swallow_errors=True, default_limits_exempt_when=lambda: request.endpoint is not None
         and endpoint_scope(app, request.endpoint) == "open",
     )
+
+    @app.after_request
+    def _retry_after(response: Response) -> Response:
+        """A 429 of the limiter's says when its window reopens: at least 1 s (a client told
+        "Retry-After: 0" retries at once into the same closed window). Only this answer reads the window."""
+        limit = limiter.current_limit
+        if response.status_code == 429 and "Retry-After" not in response.headers and limit is not None:
+            try:
+                reset = limit.reset_at
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                log.warning("rate-limit window not read for Retry-After: %s", exc)
+                reset = int(time.time()) + 1
+            response.headers["Retry-After"] = str(max(1, math.ceil(reset - time.time())))
+        return response
+
+    return limiter
 
 
 def _count_failed_key(app: Flask, namespace: str) -> None:

@@ -1,7 +1,11 @@
 """POST /v1/events: the user's profile changes at once (Redis); the durable write is enqueued first."""
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, Response, jsonify
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
 from api.auth import scope
 from api.errors import json_body, problem
@@ -12,9 +16,10 @@ from indexer.events import event_document, first_sightings, validate_events
 from indexer.lifecycle import alias_name
 from indexer.profile_store import AppliedEvent, ProfileStore
 from indexer.recommender import ES_DOWN
-from indexer.task_routing import RECORD_EVENTS
+from indexer.task_routing import PREFETCH, RECORD_EVENTS
 
 bp = Blueprint("events", __name__, url_prefix="/v1")
+log = logging.getLogger(__name__)
 
 MAX_EVENTS = 1_000
 
@@ -50,6 +55,12 @@ def post_events() -> tuple[Response, int]:
     versions: dict[str, int] = {}
     for user_id, event in applied:
         versions[user_id] = store.apply(user_id, vectors.get(event.item_id), event).version
+    if versions and svc.settings.prefetch:
+        # The next default list, computed by a worker for the profiles just written (off: nothing sent).
+        try:
+            svc.enqueue(PREFETCH, sorted(versions))
+        except (OperationalError, RedisError) as exc:  # the events are accepted; only the head start is lost
+            log.warning("prefetch not queued: %s", exc)
     unknown = sorted({e.item_id for e in new if e.item_id not in vectors})
     return jsonify(accepted=len(valid), task_id=task_id, profile_versions=versions, profile_pending=False,
                    unknown_items=unknown, duplicates=len(valid) - len(new), errors=[e.as_dict() for e in errors]), 202

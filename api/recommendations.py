@@ -1,22 +1,18 @@
 """Read endpoints: user recommendations, personalised search, similar items."""
 from __future__ import annotations
 
-import json
-import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
-from redis.exceptions import RedisError
 
 from api.auth import scope
 from api.params import ReadParams, parse_params, path_id
 from api.services import services
 from indexer.errors import InvalidInput
-from indexer.reco_logs import log_document, queue_key
+from indexer.reco_logs import log_document
 
 bp = Blueprint("recommendations", __name__, url_prefix="/v1")
-log = logging.getLogger(__name__)
 
 
 @bp.get("/users/<user_id>/recommendations")
@@ -48,13 +44,8 @@ def similar(item_id: str) -> Response:
 
 
 def _served(endpoint: str, body: dict[str, Any], params: ReadParams) -> Response:
-    """Tag the list with the request id (clients send it back with clicks) and queue its log entry:
-    one Redis push here, the index write happens in the workers."""
-    svc = services()
+    """Tag the list with the request id (clients send it back with clicks) and queue its log entry: this
+    process's log writer pushes it to Redis off the request path, the index write happens in the workers."""
     body["request_id"] = g.request_id
-    doc = log_document(g.request_id, endpoint, body, params.k, datetime.now(UTC).isoformat())
-    try:
-        svc.redis.rpush(queue_key(svc.settings), json.dumps(doc))
-    except RedisError as exc:  # the list matters more than its log line: serve it, say what was lost
-        log.warning("reco log for request %s not queued: %s", g.request_id, exc)
+    services().reco_logs.add(log_document(g.request_id, endpoint, body, params.k, datetime.now(UTC).isoformat()))
     return jsonify(body)

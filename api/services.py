@@ -12,6 +12,7 @@ from redis import Redis
 from indexer.celery_config import celery_config
 from indexer.clients import make_es, make_redis
 from indexer.encoder import get_query_encoder
+from indexer.reco_logs import LogQueue
 from indexer.recommender import Recommender
 from indexer.settings import Settings
 from indexer.task_routing import ROUTES
@@ -25,6 +26,7 @@ class Services:
     broker: Redis  # read-only use: queue depth for /metrics
     celery: Celery
     recommender: Recommender
+    reco_logs: LogQueue
 
     def enqueue(self, task_name: str, *args: Any) -> str:
         """Send a task by name (the API never imports the workers); returns the task id."""
@@ -44,7 +46,8 @@ def build_services(settings: Settings) -> Services:
                             socket_connect_timeout=settings.redis_timeout)
     es, redis = make_es(settings), make_redis(settings)
     recommender = Recommender(settings, es, redis, lambda: get_query_encoder(settings))
-    return Services(settings=settings, es=es, redis=redis, broker=broker, celery=celery, recommender=recommender)
+    return Services(settings=settings, es=es, redis=redis, broker=broker, celery=celery, recommender=recommender,
+                    reco_logs=LogQueue(redis, settings))
 
 
 def services() -> Services:

@@ -32,6 +32,11 @@ Usage: .venv/bin/python bench/serving.py [--items 10000 100000] [--seconds 8] [-
 At 1M items: load once with --load-only (no Redis, no load test; the catalog stays), then measure with
 --reuse-catalog. Each size also reports its load time, `_stats` size and segments, node heap after the
 load and after the load test, and kNN recall@10 against exact search (bench.synthetic.exact_top).
+Round trips (issue 13): the Redis round trips of one GET .../recommendations, counted in this process on
+the app gunicorn serves (cache off as in the load runs, a miss, a hit, a cold start). Prefetch: with the
+cache on and a Celery worker on the events queue, an event (a click) then, after a gap, the user's default
+list: its latency and whether it was a hit, with HYBRIDREC_PREFETCH off and on.
+       [--prefetch-trials 100] [--prefetch-gaps-ms 0 50 250]
 Needs the embedded node and Redis (scripts/stack.sh start es redis). Prefix hrbench-serve, Redis DBs 9, 10.
 """
 from __future__ import annotations
@@ -62,6 +67,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 PORT = 8099
 CLUSTERS = 50
+# The cache in the round-trip counts and the prefetch runs (the load runs switch it off).
+CACHE_TTL_S = 300
 TARGET = {"items": 100_000, "concurrency": 1, "p99_ms": 25.0}
 TARGET_1M = {"items": 1_000_000, "concurrency": 1, "p99_ms": 50.0, "recall_at_10": 0.95}
 Searches = list[tuple[str, dict[str, Any]]]
@@ -205,6 +212,147 @@ def knn_recall(es: Any, index: str, n_items: int, n_queries: int, num_candidates
                                   "recall_at_10": round(float(np.mean(recalls)), 4),
                                   "recall_min": min(recalls), **ms(latencies, "client"), **ms(took, "took")})
             print(f"items={n_items} recall {out['points'][-1]}", file=sys.stderr)
+
+
+def round_trips(es: Any, settings: Any, user: str) -> dict[str, Any]:
+    """Redis round trips of the engine's part of one request (Recommender.recommend, in this process):
+    every redis-py send is one (a pipeline is one send). Cache off as in the load runs, then on: a miss, a
+    hit, a cold start. The API adds Flask-Limiter's one (tests/integration/test_round_trips.py counts the
+    whole request); the reco-log line is pushed by a writer thread, off the request."""
+    import re
+    from unittest import mock
+
+    from redis.connection import AbstractConnection
+
+    from indexer.clients import make_redis
+    from indexer.encoder import get_encoder
+    from indexer.read_params import ReadParams
+    from indexer.recommender import Recommender
+
+    original = AbstractConnection.send_packed_command
+    sends: list[list[str]] = []
+
+    def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        packet = b"".join(bytes(part) for part in (command if isinstance(command, list) else [command]))
+        sends.append([name.decode() for name in re.findall(rb"\*\d+\r\n\$\d+\r\n([A-Za-z]+)\r\n", packet)])
+        original(self, command, check_health)
+
+    out: dict[str, Any] = {}
+    for ttl, cases in ((0, (("cache_off", user),)),
+                       (CACHE_TTL_S, (("miss", user), ("hit", user), ("cold_start", "nobody")))):
+        engine = Recommender(settings.model_copy(update={"reco_cache_ttl": ttl}), es, make_redis(settings),
+                             lambda: get_encoder(settings))
+        engine.recommend("warm-up", ReadParams(k=3))  # the connection opened, the model pointer read
+        with mock.patch.object(AbstractConnection, "send_packed_command", counting):
+            for label, who in cases:
+                sends.clear()
+                body = engine.recommend(who, ReadParams())
+                out[label] = {"round_trips": len(sends), "commands": sends[:], "cached": body["cached"]}
+    return out
+
+
+def start_worker(log: Path) -> Any:
+    """A Celery worker on the events queue (prefetches and the events' durable writes), once it answers."""
+    import subprocess
+
+    from workers.celery_app import app
+
+    with log.open("ab") as out:
+        worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-c", "1",
+                                   "-Q", "events", "--hostname", f"{PREFIX}-prefetch@%h", "--without-gossip",
+                                   "--without-mingle", "--loglevel=WARNING"], cwd=REPO, stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True,
+                                  env={**os.environ, "HYBRIDREC_RECO_CACHE_TTL": str(CACHE_TTL_S)})
+    deadline = time.monotonic() + 120
+    while not any(PREFIX in n for r in (app.control.ping(timeout=1.0) or []) for n in r):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"celery worker did not start, see {log}")
+    return worker
+
+
+def after_event(users: list[str], n_items: int, trials: int, gap_ms: float) -> dict[str, Any]:
+    """`trials` times: a click for a random user, `gap_ms`, then that user's default list (a client that
+    acts, then reloads). The list's latency, the cache hit rate, and the event POST's own latency."""
+    http = urllib3.PoolManager(timeout=urllib3.Timeout(total=10))
+    base = f"http://127.0.0.1:{PORT}"
+    rng = random.Random(int(gap_ms) + 7)
+    posts, nexts, hits = [], [], 0
+    for _ in range(trials):
+        user = rng.choice(users)
+        body = json.dumps({"user_id": user, "item_id": f"s{rng.randrange(n_items)}", "type": "click"})
+        began = time.perf_counter()
+        response = http.request("POST", f"{base}/v1/events", body=body, headers={"Content-Type": "application/json"})
+        posts.append((time.perf_counter() - began) * 1000)
+        version = json.loads(response.data)["profile_versions"][user]
+        time.sleep(gap_ms / 1000)
+        began = time.perf_counter()
+        reco = json.loads(http.request("GET", f"{base}/v1/users/{user}/recommendations").data)
+        nexts.append((time.perf_counter() - began) * 1000)
+        if reco["profile_version"] < version:
+            raise SystemExit(f"served a list older than the profile that asked: {reco['profile_version']} < {version}")
+        hits += bool(reco["cached"])
+    return {"gap_ms": gap_ms, "trials": trials, "hit_rate": round(hits / trials, 3), **ms(nexts, "next_request"),
+            **ms(posts, "event_post")}
+
+
+def prefetch_lag(settings: Any, users: list[str], n_items: int, trials: int) -> dict[str, Any]:
+    """Event accepted -> its prefetched list in the cache (the entry polled every millisecond, 2 s at most)."""
+    from indexer.clients import make_redis
+    from indexer.read_params import ReadParams
+    from indexer.response_cache import FIELDS, ResponseCache
+
+    redis = make_redis(settings)
+    cache = ResponseCache(redis, settings)
+    http = urllib3.PoolManager(timeout=urllib3.Timeout(total=10))
+    rng = random.Random(11)
+    lags, missing = [], 0
+    for _ in range(trials):
+        user = rng.choice(users)
+        body = json.dumps({"user_id": user, "item_id": f"s{rng.randrange(n_items)}", "type": "click"})
+        response = http.request("POST", f"http://127.0.0.1:{PORT}/v1/events", body=body,
+                                headers={"Content-Type": "application/json"})
+        accepted = time.perf_counter()
+        version = json.loads(response.data)["profile_versions"][user]
+        key = cache.key(user, ReadParams(), None)
+        while time.perf_counter() - accepted < 2.0:
+            entry = cache.entry(redis.hmget(key, FIELDS))
+            if entry is not None and entry.profile_version >= version:
+                lags.append((time.perf_counter() - accepted) * 1000)
+                break
+            time.sleep(0.001)
+        else:
+            missing += 1
+    return {"trials": trials, "not_within_2s": missing, **ms(lags, "event_to_prefetched")}
+
+
+def prefetch_runs(settings: Any, users: list[str], n_items: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The request after an event with HYBRIDREC_PREFETCH off and on (the cache on, 300 s, in both), each
+    mode on a fresh API; one worker on the events queue serves both."""
+    from redis import Redis
+
+    Redis.from_url(os.environ["HYBRIDREC_BROKER_URL"]).flushdb()  # durable writes queued by earlier runs
+    worker = start_worker(REPO / ".hybridrec" / "bench-worker.log")
+    out: dict[str, Any] = {}
+    try:
+        for mode in ("off", "on"):
+            api = start_api(REPO, PORT, args.api_workers, REPO / ".hybridrec" / "bench-api.log",
+                            env={"HYBRIDREC_RECO_CACHE_TTL": str(CACHE_TTL_S),
+                                 "HYBRIDREC_PREFETCH": str(mode == "on").lower()})
+            try:
+                run_load(url_for(users, ""), 2.0, 1)  # warm-up
+                out[mode] = [after_event(users, n_items, args.prefetch_trials, gap) for gap in args.prefetch_gaps_ms]
+                if mode == "on":
+                    out["lag"] = prefetch_lag(settings, users, n_items, args.prefetch_trials)
+            finally:
+                os.killpg(api.pid, signal.SIGTERM)
+                api.wait(timeout=60)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
+    out["on_over_off_next_request"] = [
+        {"gap_ms": on["gap_ms"], "p50": round(on["next_request_p50_ms"] / off["next_request_p50_ms"], 3),
+         "p99": round(on["next_request_p99_ms"] / off["next_request_p99_ms"], 3)}
+        for off, on in zip(out["off"], out["on"], strict=True)]
     return out
 
 
@@ -523,6 +671,9 @@ def main() -> None:
                         help="content path: the q request again with the API on each of these query encoders")
     parser.add_argument("--q-fresh", action="store_true",
                         help="a random number in every q, so each request embeds its text (no vector cache hit)")
+    parser.add_argument("--prefetch-trials", type=int, default=100, help="events per gap and mode; 0 skips prefetch")
+    parser.add_argument("--prefetch-gaps-ms", type=float, nargs="+", default=[0.0, 50.0, 250.0],
+                        help="pause between the event and the next request")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.es_url:
@@ -533,9 +684,11 @@ def main() -> None:
     from indexer import lifecycle
 
     settings, es = bench_clients(timeout=30)
+    (REPO / ".hybridrec").mkdir(exist_ok=True)  # the API's and the worker's logs
     forcemerge = (args.forcemerge or ("no" if args.cf else "yes")) == "yes"
     report: dict[str, Any] = {"benchmark": "serving", "cf": args.cf, "runs": [], "setup": {},
-                              "note": f"synthetic catalog, vectors of a {CLUSTERS}-cluster mixture; cache disabled"}
+                              "note": f"synthetic catalog, vectors of a {CLUSTERS}-cluster mixture; "
+                                      "cache disabled (prefetch: on, 300 s)"}
     try:
         for n_items in args.items:
             index = lifecycle.alias_name(settings, "items")
@@ -555,6 +708,8 @@ def main() -> None:
                 setup.update(cf_info)
             else:
                 make_users(es, settings, args.users, n_items)
+                users = [f"u{u}" for u in range(args.users)]
+            report.setdefault("redis_round_trips", {})[str(n_items)] = round_trips(es, settings, users[0])
             recorded = engine_requests(es, settings, users, KINDS, args.profile, n_items) if args.cf else None
             if recorded is not None and args.rounds:
                 report["runs"].append(interleaved(es, settings, n_items, users, recorded, args))
@@ -565,6 +720,8 @@ def main() -> None:
             if args.recall_queries:
                 report.setdefault("recall", {})[str(n_items)] = knn_recall(
                     es, index, n_items, args.recall_queries, args.num_candidates, [None, *args.oversample])
+            if args.prefetch_trials:
+                report.setdefault("prefetch", {})[str(n_items)] = prefetch_runs(settings, users, n_items, args)
             if args.out:  # each size as it completes: a long run cut short keeps what it measured
                 args.out.write_text(json.dumps(report, indent=2))
     finally:

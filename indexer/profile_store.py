@@ -6,9 +6,11 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import WatchError
 from redis.typing import EncodableT, FieldT
 
@@ -62,12 +64,22 @@ class ProfileStore:
         return from_bytes(reply_hash(raw)) if raw else None
 
     def load_with_seen(self, user_id: str, now: float | None = None) -> tuple[Profile | None, list[str]]:
-        """Profile and seen items in one Redis round trip (the read path's first step)."""
-        now = now or time.time()
+        """Profile and seen items in one Redis round trip."""
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.user_key(self.prefix, keys.PROFILE, user_id))
-            pipe.zrevrangebyscore(keys.user_key(self.prefix, keys.SEEN, user_id), "+inf", now - self.seen_window_s)
+            self.queue_load(pipe, user_id, now)
             raw, seen = pipe.execute()
+        return self.loaded(raw, seen)
+
+    def queue_load(self, pipe: Pipeline, user_id: str, now: float | None = None) -> None:
+        """Add the profile and seen-set reads to `pipe` (two replies, for `loaded`): the read path sends
+        them in its one round trip, beside the cached answer."""
+        now = now or time.time()
+        pipe.hgetall(keys.user_key(self.prefix, keys.PROFILE, user_id))
+        pipe.zrevrangebyscore(keys.user_key(self.prefix, keys.SEEN, user_id), "+inf", now - self.seen_window_s)
+
+    @staticmethod
+    def loaded(raw: Mapping[Any, Any], seen: object) -> tuple[Profile | None, list[str]]:
+        """The profile (None: no profile) and seen items from the replies `queue_load` asked for."""
         return (from_bytes(reply_hash(raw)) if raw else None), reply_texts(seen)
 
     def version(self, user_id: str) -> int:

@@ -1,15 +1,20 @@
-"""Recommendation logs: every served list is queued in Redis on the request path (one push) and bulk-written
-to the reco-logs index by the workers; clicks carrying the request id are attributed back, so CTR per
-strategy is one aggregation."""
+"""Recommendation logs: every served list is queued in Redis off the request path (a thread per API process
+pushes what has gathered, one push for many lines) and bulk-written to the reco-logs index by the workers;
+clicks carrying the request id are attributed back, so CTR per strategy is one aggregation."""
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
+from queue import Empty, SimpleQueue
 from typing import Any
 
 from elasticsearch import Elasticsearch
 from redis import Redis
+from redis.exceptions import RedisError
 
 from indexer import keys, tombstones
 from indexer.bulk import run_bulk
@@ -24,6 +29,67 @@ CLICK_TYPES = frozenset({"click", "cart", "purchase", "like"})
 
 def queue_key(settings: Settings) -> str:
     return keys.key(settings.index_prefix, keys.RECO_LOG_QUEUE)
+
+
+# Lines one push carries at most (a backlog after a Redis hiccup goes in several).
+MAX_PUSH = 500
+
+
+class LogQueue:
+    """Served-list log lines on their way to the Redis queue, pushed by a thread of this process: the
+    request that served a list spends no round trip on its log line, and under load many lines share one
+    push. Lines wait only while a push is in flight; a process killed outright loses those (at most a
+    push's worth); one that exits normally pushes what it holds first."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.key = queue_key(settings)
+        self.timeout = settings.redis_timeout
+        self._lines: SimpleQueue[dict[str, Any] | threading.Event] = SimpleQueue()
+        self._owner: int | None = None  # the process whose thread drains _lines (a fork starts its own)
+        self._lock = threading.Lock()
+        atexit.register(self.flush)
+
+    def add(self, doc: dict[str, Any]) -> None:
+        """Queue one line; the writer thread pushes it."""
+        if self._owner != os.getpid():
+            self._start()
+        self._lines.put(doc)
+
+    def flush(self) -> bool:
+        """Wait until every line added so far is pushed (or its push failed); False on timeout."""
+        if self._owner != os.getpid():
+            return True  # nothing was added in this process
+        done = threading.Event()
+        self._lines.put(done)
+        return done.wait(self.timeout * 2)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._owner == os.getpid():
+                return
+            self._lines = SimpleQueue()  # what a parent had queued is its own to push
+            threading.Thread(target=self._run, name="reco-log-writer", daemon=True).start()
+            self._owner = os.getpid()
+
+    def _run(self) -> None:
+        lines = self._lines
+        while True:
+            batch = [lines.get()]
+            while len(batch) < MAX_PUSH:
+                try:
+                    batch.append(lines.get_nowait())
+                except Empty:
+                    break
+            docs = [json.dumps(item) for item in batch if isinstance(item, dict)]
+            if docs:
+                try:
+                    self.redis.rpush(self.key, *docs)
+                except RedisError as exc:  # the lists matter more than their log lines: say what was lost
+                    log.warning("%d reco log lines not queued: %s", len(docs), exc)
+            for item in batch:
+                if isinstance(item, threading.Event):
+                    item.set()
 
 
 def log_document(request_id: str, endpoint: str, body: Mapping[str, Any], k: int, ts: str) -> dict[str, Any]:

@@ -25,10 +25,10 @@ from indexer.encoder import Encoder
 from indexer.errors import BackendUnavailable, NotFound
 from indexer.fusion import FUSION_DEPTH, FusedHit, Hit, apply_popularity_prior, fuse_linear, fuse_rrf
 from indexer.lifecycle import alias_name
-from indexer.profile import query_vector
+from indexer.profile import Profile, query_vector
 from indexer.profile_store import ProfileStore
 from indexer.read_params import ReadParams
-from indexer.response_cache import ResponseCache
+from indexer.response_cache import Entry, ResponseCache
 from indexer.server_fusion import rrf_retriever_body, search_rrf, server_rrf_available
 from indexer.settings import Settings
 from indexer.telemetry import timed
@@ -70,6 +70,26 @@ def retrieval_depth(params: ReadParams, size: int) -> int:
     return max(size, FUSION_DEPTH) if params.fusion == "linear" else size
 
 
+@dataclass(frozen=True)
+class Read:
+    """What one request read from Redis in its one round trip."""
+
+    profile: Profile | None
+    seen: list[str]
+    entry: Entry | None
+    query_vector: object  # the query's cached vector (bytes), or None
+    query_fetched: bool  # whether the round trip asked for it
+
+    @property
+    def version(self) -> int:
+        return self.profile.version if self.profile else 0
+
+
+def _model_tag(model: ServingModel | None) -> str:
+    """The serving model's version as a cached entry records it ("" without one)."""
+    return str(model.version) if model else ""
+
+
 class Recommender:
     """Ranks items for a user, a query or an anchor item. `encoder` is called on first need (only
     requests with query text embed anything)."""
@@ -85,36 +105,77 @@ class Recommender:
         self.index = alias_name(settings, "items")
 
     # -- query embedding, cached in Redis (shared by every API process) --------------------------------
-    def embed_query(self, text: str) -> np.ndarray:
-        encoder = self.encoder()
-        key = keys.key(self.settings.index_prefix, keys.QUERY_VECTOR, encoder.model_id,
-                       hashlib.sha256(text.encode()).hexdigest())
-        raw = self.redis.get(key)
+    def _query_vector_key(self, text: str) -> str:
+        return keys.key(self.settings.index_prefix, keys.QUERY_VECTOR, self.encoder().model_id,
+                        hashlib.sha256(text.encode()).hexdigest())
+
+    def embed_query(self, text: str, read: Read | None = None) -> np.ndarray:
+        """The query's embedding: cached in Redis (read in the request's round trip, or here), else the
+        encoder's, kept for every API process."""
+        key = self._query_vector_key(text)
+        raw = read.query_vector if read is not None and read.query_fetched else self.redis.get(key)
         if raw:
             return np.frombuffer(reply_bytes(raw), dtype=np.float32)
-        vector: np.ndarray = encoder.encode([text])[0]
+        vector: np.ndarray = self.encoder().encode([text])[0]
         self.redis.set(key, vector.astype("<f4").tobytes(), ex=QVEC_CACHE_TTL_S)
         return vector
 
     # -- recommendations ----------------------------------------------------------------------------------
+    def _read(self, user_id: str | None, cache_key: str, query_key: str | None) -> Read:
+        """Everything the request needs from Redis in one round trip: the profile, the seen set, the
+        cached answer and the query's cached vector. The entry is compared with the profile read here."""
+        with timed("redis", "load_profile"), self.redis.pipeline(transaction=False) as pipe:
+            if user_id:
+                self.store.queue_load(pipe, user_id)
+            with_entry = self.cache.queue_get(pipe, cache_key)
+            if query_key:
+                pipe.get(query_key)
+            replies = pipe.execute()
+        profile, seen = self.store.loaded(replies[0], replies[1]) if user_id else (None, [])
+        rest = replies[2:] if user_id else replies
+        entry = self.cache.entry(rest.pop(0)) if with_entry else None
+        return Read(profile, seen, entry, rest[0] if query_key else None, query_key is not None)
+
     def recommend(self, user_id: str | None, params: ReadParams, *, anchor_vector: np.ndarray | None = None,
                   anchor_id: str | None = None) -> dict[str, Any]:
         started = time.perf_counter()
-        with timed("redis", "load_profile"):
-            profile, seen = self.store.load_with_seen(user_id) if user_id else (None, [])
-        version = profile.version if profile else 0
-        model = self._serving_model() if user_id else None
+        cache_key = self.cache.key(user_id, params, anchor_id)
+        query_key = self._query_vector_key(params.q) if params.q and params.w_query > 0 else None
+        read = self._read(user_id, cache_key, query_key)
+        serving = self._serving_model() if user_id else None
+        if self.cache.ttl:
+            cached = self.cache.hit(read.entry, read.version, _model_tag(serving))
+            if cached:
+                return cached
+        return self._compute(user_id, params, read, serving, anchor_vector, anchor_id, started)
+
+    def prefetch(self, user_id: str) -> bool:
+        """Compute the user's default list and cache it under the profile version read now, unless it is
+        cached already (or the user has no profile, or caching is off). True when a list was stored."""
+        if not self.cache.ttl:
+            return False
+        started = time.perf_counter()
+        params = ReadParams()
+        cache_key = self.cache.key(user_id, params, None)
+        read = self._read(user_id, cache_key, None)
+        serving = self._serving_model()
+        if read.profile is None or (read.entry is not None and read.entry.serves(read.version, _model_tag(serving))):
+            return False
+        return not self._compute(user_id, params, read, serving, None, None, started)["degraded"]
+
+    def _compute(self, user_id: str | None, params: ReadParams, read: Read, serving: ServingModel | None,
+                 anchor_vector: np.ndarray | None, anchor_id: str | None, started: float) -> dict[str, Any]:
+        """The list itself (the cache missed): retriever inputs, one msearch, fusion; cached on the way out."""
+        profile, seen, version = read.profile, read.seen, read.version
+        cache_key = self.cache.key(user_id, params, anchor_id)
+        last_good_key = self.cache.last_good_key(user_id, params, anchor_id)
+        model = serving
         history = profile.interactions if profile else ()
         if model is not None and not model.knows_any(history):
             # The model knows none of the user's items (or there are none): its learned weights assume
             # collaborative lists that cannot exist here, so the model-free defaults apply.
             model = None
         params = params.resolved(model.defaults() if model else None)
-        model_tag = str(model.version) if model else ""
-        cache_key = self.cache.key(user_id, version, params, anchor_id, model_tag)
-        cached = self.cache.get(cache_key)
-        if cached:
-            return cached
 
         exclude: tuple[str, ...] = (anchor_id,) if anchor_id else ()
         if user_id and params.exclude_seen:
@@ -127,7 +188,7 @@ class Recommender:
         # A source whose weight is 0 is switched off: it is neither embedded nor searched.
         user_vec = query_vector(profile, now=time.time()) if profile and params.w_user else None
         if params.w_query > 0:
-            q_vec = self.embed_query(params.q) if params.q else anchor_vector
+            q_vec = self.embed_query(params.q, read) if params.q else anchor_vector
         else:
             q_vec = None
         collaborative = Collaborative(
@@ -137,7 +198,6 @@ class Recommender:
             model.user_factor(history) if model and params.w_cf else None,
         )
         size = params.k * params.page
-        last_good_key = self.cache.key(user_id, None, params, anchor_id, model_tag)
         try:
             if user_vec is None and q_vec is None and not (params.q and params.w_bm25 > 0) \
                     and not collaborative.active:
@@ -152,7 +212,7 @@ class Recommender:
             return self._degraded(last_good_key, filters, params, user_id, version, started)
         body.update(user_id=user_id, profile_version=version, model_version=model.version if model else None,
                     cached=False, degraded=False, took_ms=round((time.perf_counter() - started) * 1000, 2))
-        self.cache.put(cache_key, last_good_key, body)
+        self.cache.put(cache_key, last_good_key, version, _model_tag(serving), body)
         return body
 
     def _serving_model(self) -> ServingModel | None:
@@ -358,5 +418,5 @@ class Recommender:
     def _similar_degraded(self, item_id: str, params: ReadParams, started: float) -> dict[str, Any]:
         # The keys and filters `recommend` uses for an anchor (no user, so no model): the same last good answer.
         resolved = params.resolved(None)
-        last_good_key = self.cache.key(None, None, resolved, item_id, "")
+        last_good_key = self.cache.last_good_key(None, params, item_id)
         return self._degraded(last_good_key, resolved.filters((item_id,)), resolved, None, 0, started)

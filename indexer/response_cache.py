@@ -1,23 +1,52 @@
-"""Cached responses in Redis: per profile version (an event invalidates them) and the last good answer,
-served flagged as degraded while Elasticsearch is down."""
+"""Cached responses in Redis: one entry per user and request parameters, stamped with the profile and model
+versions it was computed for (a read fetches it beside the profile and compares them, so an event
+invalidates it at once), and the last good answer, served flagged as degraded while Elasticsearch is down."""
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 
 from indexer import keys
+from indexer.clients import reply_bytes
 from indexer.read_params import ReadParams
 from indexer.settings import Settings
-from indexer.telemetry import CACHE, timed
+from indexer.telemetry import CACHE
 
 # A cold-start answer is trending items, which move with everyone's events and no profile version
 # tracks them: keep it only briefly.
 COLD_CACHE_TTL_S = 10
 # The last good answer per user and parameters, served (flagged degraded) while Elasticsearch is down.
 LAST_GOOD_TTL_S = 24 * 3600
+# The entry's hash fields: the profile version and the serving model it was computed for, and the body.
+FIELDS = ("profile_version", "model", "body")
+# Writers race (a request and a prefetch computing for versions 5 and 6): an entry never replaces one
+# computed for a newer profile version, so the list the next request wants is not overwritten by an older
+# one. A profile rebuilt to a lower version is only cached again once the newer entry expires.
+PUT_SCRIPT = """
+local stored = tonumber(redis.call('HGET', KEYS[1], 'profile_version'))
+if stored and stored > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'profile_version', ARGV[1], 'model', ARGV[2], 'body', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A cached answer and the versions it was computed for."""
+
+    profile_version: int
+    model: str
+    body: bytes
+
+    def serves(self, profile_version: int, model: str) -> bool:
+        """Only for the very profile and model versions it was computed for: never an older list."""
+        return self.profile_version == profile_version and self.model == model
 
 
 class ResponseCache:
@@ -26,40 +55,65 @@ class ResponseCache:
         self.prefix = settings.index_prefix
         self.ttl = settings.reco_cache_ttl
 
-    def key(self, user_id: str | None, version: int | None, params: ReadParams, anchor: str | None,
-            model: str = "") -> str:
-        """Per profile and model version (an event or a promotion invalidates it); version None: the
-        version-less last good answer."""
-        digest = hashlib.sha256(params.model_dump_json().encode() + (anchor or "").encode()
-                                + model.encode()).hexdigest()[:24]
-        kind = keys.RECO if version is not None else keys.RECO_LAST
-        if user_id:  # in the user's slot, beside the profile
-            return keys.user_key(self.prefix, kind, user_id, digest, version)
-        return keys.key(self.prefix, kind, digest, version, "-")
+    def _digest(self, params: ReadParams, anchor: str | None) -> str:
+        return hashlib.sha256(params.model_dump_json().encode() + (anchor or "").encode()).hexdigest()[:24]
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        """The cached body for `key` (marked cached), or None; a no-op when caching is off."""
+    def key(self, user_id: str | None, params: ReadParams, anchor: str | None) -> str:
+        """The entry for this user (or anchor item) and these parameters as the request gave them: the
+        versions it depends on are stamped inside, so that one round trip can fetch it with the profile."""
+        return self._key(keys.RECO, user_id, params, anchor)
+
+    def last_good_key(self, user_id: str | None, params: ReadParams, anchor: str | None) -> str:
+        return self._key(keys.RECO_LAST, user_id, params, anchor)
+
+    def _key(self, kind: str, user_id: str | None, params: ReadParams, anchor: str | None) -> str:
+        if user_id:  # in the user's slot, beside the profile: one user's request reads one slot
+            return keys.user_key(self.prefix, kind, user_id, self._digest(params, anchor))
+        return keys.key(self.prefix, kind, self._digest(params, anchor), "-")
+
+    def queue_get(self, pipe: Pipeline, key: str) -> bool:
+        """Add the entry's read to `pipe` (the read path's one round trip); False, and nothing added,
+        when caching is off."""
         if not self.ttl:
+            return False
+        pipe.hmget(key, FIELDS)
+        return True
+
+    @staticmethod
+    def entry(reply: list[Any]) -> Entry | None:
+        """The entry from its HMGET reply; None where there is none."""
+        version, model, body = reply
+        if version is None or body is None:
             return None
-        with timed("redis", "cache_get"):
-            raw = self.redis.get(key)
-        CACHE.labels("hit" if raw else "miss").inc()
-        if not raw:
+        return Entry(int(version), reply_bytes(model).decode() if model is not None else "", reply_bytes(body))
+
+    @staticmethod
+    def hit(entry: Entry | None, profile_version: int, model: str) -> dict[str, Any] | None:
+        """The cached body (marked cached) if the entry serves these versions, else None (counted)."""
+        if entry is None or not entry.serves(profile_version, model):
+            CACHE.labels("miss").inc()
             return None
-        body: dict[str, Any] = json.loads(raw)
+        CACHE.labels("hit").inc()
+        body: dict[str, Any] = json.loads(entry.body)
         body["cached"] = True
         return body
 
-    def put(self, key: str, last_good_key: str, body: dict[str, Any]) -> None:
-        """Store a fresh answer under its versioned key and as the last good answer."""
+    def put(self, key: str, last_good_key: str, profile_version: int, model: str, body: dict[str, Any]) -> None:
+        """Store a fresh answer under its key (unless one for a newer profile is there) and as the last
+        good answer, in one round trip."""
         if not self.ttl:
             return
         ttl = min(self.ttl, COLD_CACHE_TTL_S) if body.get("cold_start") else self.ttl
         encoded = json.dumps(body)
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(key, encoded, ex=ttl)
+            # EVAL, not a registered script: a pipeline running one first asks SCRIPT EXISTS, one more round trip.
+            pipe.eval(PUT_SCRIPT, 1, key, profile_version, model, encoded, ttl)
             pipe.set(last_good_key, encoded, ex=LAST_GOOD_TTL_S)
             pipe.execute()
+
+    def forget(self, user_id: str | None, params: ReadParams, anchor: str | None) -> None:
+        """Delete the entry and the last good answer for this user and parameters."""
+        self.redis.delete(self.key(user_id, params, anchor), self.last_good_key(user_id, params, anchor))
 
     def last_good(self, last_good_key: str) -> dict[str, Any] | None:
         raw = self.redis.get(last_good_key)

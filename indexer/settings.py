@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     # API
     reco_cache_ttl: int = Field(
         300, ge=0, le=86400, description="seconds a recommendation response is cached per profile version; 0 disables")
+    prefetch: bool = Field(False, description="after an event, a worker (events queue) computes the user's default "
+                                              "list and caches it under the new profile version; needs the cache")
     api_host: str = Field("127.0.0.1", description="gunicorn bind address used by the stack scripts")
     api_port: int = Field(8000, ge=1, le=65535)
     api_keys: str | None = Field(
@@ -165,6 +167,8 @@ class Settings(BaseSettings):
             raise ValueError("set HYBRIDREC_ES_API_KEY or basic auth, not both")
         if self.es_ca_cert is not None and not self.es_ca_cert.is_file():
             raise ValueError(f"HYBRIDREC_ES_CA_CERT={self.es_ca_cert} is not a readable file")
+        if self.prefetch and not self.reco_cache_ttl:
+            raise ValueError("HYBRIDREC_PREFETCH caches lists: it needs HYBRIDREC_RECO_CACHE_TTL above 0")
         return self
 
 

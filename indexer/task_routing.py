@@ -10,6 +10,7 @@ SNAPSHOT_PROFILES = "hybridrec.snapshot_profiles"
 FLUSH_RECO_LOGS = "hybridrec.flush_reco_logs"
 ATTRIBUTE_CLICKS = "hybridrec.attribute_clicks"
 DRAIN_PROFILES = "hybridrec.drain_profiles"
+PREFETCH = "hybridrec.prefetch_recommendations"
 TRAIN = "hybridrec.train"
 TRAIN_IF_DUE = "hybridrec.train_if_due"
 PROMOTE_MODEL = "hybridrec.promote_model"
@@ -31,6 +32,7 @@ ROUTES = {
     FLUSH_RECO_LOGS: QUEUE_EVENTS,
     ATTRIBUTE_CLICKS: QUEUE_EVENTS,
     DRAIN_PROFILES: QUEUE_EVENTS,
+    PREFETCH: QUEUE_EVENTS,
     TRAIN: QUEUE_TRAIN,
     TRAIN_IF_DUE: QUEUE_TRAIN,
     PROMOTE_MODEL: QUEUE_TRAIN,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypedDict
@@ -24,7 +25,9 @@ from indexer.encoder import get_encoder
 from indexer.errors import BackendUnavailable, Conflict
 from indexer.events import record_events as write_events
 from indexer.profile_store import ProfileStore
+from indexer.read_params import ReadParams
 from indexer.reco_logs import CLICK_TYPES, attribute_clicks, flush_logs
+from indexer.recommender import Recommender
 from indexer.rollback import rollback as items_rollback
 from indexer.search import item_vectors
 from indexer.settings import get_settings
@@ -51,6 +54,7 @@ RETRY = RetryOptions(autoretry_for=TRANSIENT, retry_backoff=2, retry_backoff_max
 _es: Elasticsearch | None = None
 _redis: Redis | None = None
 _models: ModelCache | None = None
+_recommender: Recommender | None = None
 
 
 def _retryable(failure: dict[str, Any]) -> bool:
@@ -80,6 +84,15 @@ def redis() -> Redis:
     if _redis is None:
         _redis = make_redis(get_settings())
     return _redis
+
+
+def recommender() -> Recommender:
+    """The API's ranking engine, built the same way, for prefetching (the default list embeds nothing)."""
+    global _recommender
+    if _recommender is None:
+        settings = get_settings()
+        _recommender = Recommender(settings, es(), redis(), lambda: get_encoder(settings))
+    return _recommender
 
 
 @app.task(name=names.INDEX_ITEMS, bind=True, **RETRY)
@@ -291,6 +304,27 @@ def drain_profiles(self: Task[Any, Any]) -> dict[str, int]:
         if redis().get(lock) == owner.encode():
             redis().delete(lock)
     return {"profiles_drained": drained}
+
+
+@app.task(name=names.PREFETCH, bind=True, **RETRY)
+def prefetch_recommendations(self: Task[Any, Any], user_ids: list[str]) -> dict[str, int]:
+    """Sent by the API after it applied events (HYBRIDREC_PREFETCH): each user's default list, computed
+    for the profile version read now and cached under it, so that the next request is a hit. A list
+    already cached for that version is not computed again; one computed for a version an event has since
+    passed is never served (the read compares versions)."""
+    engine, prefetched = recommender(), 0
+    for user in dict.fromkeys(user_ids):
+        began = time.time()
+        if not engine.prefetch(user):
+            continue
+        prefetched += 1
+        # Like every writer of user data: a user erased while the list was computed gets it taken back
+        # (the erasure, having set its tombstone first, may have deleted the caches before this write).
+        erased = tombstones.erased_at(redis(), get_settings(), [user]).get(user)
+        if erased is not None and erased >= began:
+            engine.cache.forget(user, ReadParams(), None)
+            prefetched -= 1
+    return {"prefetched": prefetched}
 
 
 @app.task(name=names.SNAPSHOT_PROFILES, bind=True, **RETRY)

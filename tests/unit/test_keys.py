@@ -24,8 +24,11 @@ def test_keys_keep_their_names() -> None:
     assert keys.user_key("hr", keys.PROFILE, "u1") == "hr:profile:" + keys.user_tag("u1") + ":u1"
     assert re.fullmatch(rf"hr:erased:{TAG}", tombstones.tombstone_key(load_settings(index_prefix="hr"), "u1"))
     cache = ResponseCache(None, load_settings(index_prefix="hr"))  # key() needs no Redis
-    assert re.fullmatch(rf"hr:reco:{TAG}:[0-9a-f]{{24}}:3:u1", cache.key("u1", 3, ReadParams(), None))
-    assert re.fullmatch(r"hr:reco-last:[0-9a-f]{24}:None:-", cache.key(None, None, ReadParams(), None))
+    # The entry's key holds no version (the versions are stamped inside), so one round trip reads it
+    # beside the profile.
+    assert re.fullmatch(rf"hr:reco:{TAG}:[0-9a-f]{{24}}:u1", cache.key("u1", ReadParams(), None))
+    assert re.fullmatch(rf"hr:reco-last:{TAG}:[0-9a-f]{{24}}:u1", cache.last_good_key("u1", ReadParams(), None))
+    assert re.fullmatch(r"hr:reco-last:[0-9a-f]{24}:-", cache.last_good_key(None, ReadParams(), None))
 
 
 @pytest.mark.parametrize("user", ["u1", "alice@example.com", "a}b{c", "{x}", "用户", "a:b:c"])
@@ -33,8 +36,8 @@ def test_every_key_of_one_user_hashes_to_that_users_slot(user: str) -> None:
     settings = load_settings(index_prefix="hr")
     cache = ResponseCache(None, settings)
     names = [keys.user_key("hr", kind, user) for kind in (keys.PROFILE, keys.SEEN, keys.HISTORY)]
-    names += [tombstones.tombstone_key(settings, user), cache.key(user, 7, ReadParams(), None),
-              cache.key(user, None, ReadParams(), "item-1", model="m3")]
+    names += [tombstones.tombstone_key(settings, user), cache.key(user, ReadParams(), None),
+              cache.last_good_key(user, ReadParams(), "item-1")]
     assert {key_slot(name.encode()) for name in names} == {key_slot(keys.user_tag(user).encode())}
     assert keys.user_of("hr", keys.PROFILE, names[0]) == user
 
