@@ -27,7 +27,11 @@ FIELDS = ("profile_version", "model", "body")
 # Writers race (a request and a prefetch computing for versions 5 and 6): an entry never replaces one
 # computed for a newer profile version, so the list the next request wants is not overwritten by an older
 # one. A profile rebuilt to a lower version is only cached again once the newer entry expires.
+# One script writes the entry and the last good answer (KEYS[2], always): one round trip, and no pipeline,
+# which a Redis Cluster client cannot run a script in. Both keys share a hash tag (the user's, or the
+# parameters' digest), so the script's keys are in one slot.
 PUT_SCRIPT = """
+redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[5])
 local stored = tonumber(redis.call('HGET', KEYS[1], 'profile_version'))
 if stored and stored > tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'profile_version', ARGV[1], 'model', ARGV[2], 'body', ARGV[3])
@@ -69,7 +73,7 @@ class ResponseCache:
     def _key(self, kind: str, user_id: str | None, params: ReadParams, anchor: str | None) -> str:
         if user_id:  # in the user's slot, beside the profile: one user's request reads one slot
             return keys.user_key(self.prefix, kind, user_id, self._digest(params, anchor))
-        return keys.key(self.prefix, kind, self._digest(params, anchor), "-")
+        return keys.key(self.prefix, kind, "{" + self._digest(params, anchor) + "}", "-")
 
     def queue_get(self, pipe: Pipeline, key: str) -> bool:
         """Add the entry's read to `pipe` (the read path's one round trip); False, and nothing added,
@@ -104,12 +108,9 @@ class ResponseCache:
         if not self.ttl:
             return
         ttl = min(self.ttl, COLD_CACHE_TTL_S) if body.get("cold_start") else self.ttl
-        encoded = json.dumps(body)
-        with self.redis.pipeline(transaction=False) as pipe:
-            # EVAL, not a registered script: a pipeline running one first asks SCRIPT EXISTS, one more round trip.
-            pipe.eval(PUT_SCRIPT, 1, key, profile_version, model, encoded, ttl)
-            pipe.set(last_good_key, encoded, ex=LAST_GOOD_TTL_S)
-            pipe.execute()
+        # EVAL, not a registered script: EVALSHA first needs a SCRIPT LOAD, one more round trip per process.
+        self.redis.eval(PUT_SCRIPT, 2, key, last_good_key, profile_version, model, json.dumps(body), ttl,
+                        LAST_GOOD_TTL_S)
 
     def forget(self, user_id: str | None, params: ReadParams, anchor: str | None) -> None:
         """Delete the entry and the last good answer for this user and parameters."""
