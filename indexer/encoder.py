@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -84,6 +85,13 @@ class TorchEncoder:
 
 @lru_cache(maxsize=8)
 def _encoder(model: str, device: str, batch_size: int, backend: str, onnx_dir: str) -> Encoder:
+    began = time.perf_counter()
+    encoder = _load(model, device, batch_size, backend, onnx_dir)
+    log.info("encoder %s (%s) loaded in %.2f s", model, encoder.backend, time.perf_counter() - began)
+    return encoder
+
+
+def _load(model: str, device: str, batch_size: int, backend: str, onnx_dir: str) -> Encoder:
     if backend != "torch" and device != "cuda":  # asked for a GPU: torch runs there, the export is CPU only
         from indexer.onnx_encoder import OnnxEncoder, OnnxExportMissing
 

@@ -66,7 +66,7 @@ def test_api_logs_reach_a_file_and_each_stack_has_its_own_control_socket(tmp_pat
         # The encoder was loaded as the worker started, before any request: the first `q` finds it loaded
         # (no second load line appears once it has been answered).
         def loads() -> list[dict]:
-            return [e for e in _log_lines(log) if e["message"].startswith("encoder ")]
+            return [e for e in _log_lines(log) if e["message"].startswith(("encoder ", "query encoder "))]
         assert [e for e in loads() if "loaded at start-up" in e["message"]], log.read_text()[-2000:]
         before = len(loads())
         assert _get("http://127.0.0.1:8093/v1/search?q=rocket+to+mars", "first-q") == 200  # degraded: no ES
