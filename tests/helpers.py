@@ -19,6 +19,25 @@ REPO = Path(__file__).resolve().parent.parent
 WORKER_METRICS_PORT = int(os.environ.get("HYBRIDREC_TEST_WORKER_METRICS_PORT", "9809"))
 
 
+# A small catalog of three topics (id, title, description, tag) that several tests index.
+SMALL_CATALOG = [
+    ("s1", "Voyage to Mars", "Astronauts fly a rocket to the red planet.", "space"),
+    ("s2", "Moon landing history", "The Apollo programme and the first steps on the moon.", "space"),
+    ("s3", "Telescope for beginners", "Watch planets, stars and galaxies at night.", "space"),
+    ("c1", "Pasta cookbook", "Fresh pasta and tomato sauce recipes from Italy.", "cooking"),
+    ("c2", "Bread baking", "Sourdough loaves and crusty bread at home.", "cooking"),
+    ("c3", "Curry recipes", "Spices, rice and Indian curries for home cooks.", "cooking"),
+    ("f1", "Football boots", "Studded shoes for grass pitches and league matches.", "football"),
+    ("f2", "World Cup history", "The greatest football tournament and its legendary goals.", "football"),
+    ("f3", "Goalkeeper gloves", "Padded gloves for catching the ball.", "football"),
+]
+
+
+def catalog_items(*ids: str) -> list[tuple[str, str, str, str]]:
+    """These items of SMALL_CATALOG, in its order."""
+    return [row for row in SMALL_CATALOG if row[0] in ids]
+
+
 def stack_script(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """Run scripts/stack.sh with these HYBRIDREC_* overrides (a private node, Redis or state folder)."""
     return subprocess.run(["bash", str(REPO / "scripts" / "stack.sh"), *args], env={**os.environ, **env},

@@ -9,17 +9,11 @@ import time
 
 import pytest
 
-from tests.helpers import PREFIX
+from tests.helpers import PREFIX, catalog_items
 
 pytestmark = pytest.mark.integration
 
-ITEMS = [
-    ("s1", "Voyage to Mars", "Astronauts fly a rocket to the red planet.", "space"),
-    ("s2", "Moon landing history", "The Apollo programme and the first steps on the moon.", "space"),
-    ("s3", "Telescope for beginners", "Watch planets, stars and galaxies at night.", "space"),
-    ("c1", "Pasta cookbook", "Fresh pasta and tomato sauce recipes from Italy.", "cooking"),
-    ("c2", "Bread baking", "Sourdough loaves and crusty bread at home.", "cooking"),
-]
+ITEMS = catalog_items("s1", "s2", "s3", "c1", "c2")
 USER = f"erasable-{secrets.token_hex(4)}"  # distinctive: found by a plain substring search anywhere
 OTHER = "keeper"
 

@@ -7,19 +7,11 @@ import time
 import numpy as np
 import pytest
 
+from tests.helpers import SMALL_CATALOG
+
 pytestmark = pytest.mark.integration
 
-ITEMS = [
-    ("s1", "Voyage to Mars", "Astronauts fly a rocket to the red planet.", "space"),
-    ("s2", "Moon landing history", "The Apollo programme and the first steps on the moon.", "space"),
-    ("s3", "Telescope for beginners", "Watch planets, stars and galaxies at night.", "space"),
-    ("c1", "Pasta cookbook", "Fresh pasta and tomato sauce recipes from Italy.", "cooking"),
-    ("c2", "Bread baking", "Sourdough loaves and crusty bread at home.", "cooking"),
-    ("c3", "Curry recipes", "Spices, rice and Indian curries for home cooks.", "cooking"),
-    ("f1", "Football boots", "Studded shoes for grass pitches and league matches.", "football"),
-    ("f2", "World Cup history", "The greatest football tournament and its legendary goals.", "football"),
-    ("f3", "Goalkeeper gloves", "Padded gloves for catching the ball.", "football"),
-]
+ITEMS = SMALL_CATALOG
 EVENTS = [
     ("ann", "s1", "like"), ("ann", "s2", "view"), ("ann", "c1", "dislike"), ("ann", "s3", "click"),
     ("bob", "c2", "purchase"), ("bob", "c1", "view"), ("bob", "f1", "view"),
