@@ -10,7 +10,6 @@ Needs `hybridrec encoder export` first; the API-RSS probe also needs ES and Redi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -23,6 +22,8 @@ import numpy as np
 os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench.load import write_report  # noqa: E402
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 # VmHWM, not ru_maxrss: the latter survives fork + exec, so it would report this (torch-loaded) process.
@@ -126,10 +127,7 @@ def main() -> None:
     if not args.no_rss:
         report["api_process"] = {name: api_rss(name, args.redis_url) for name in BACKENDS}
     report["load_avg_at_end"] = os.getloadavg()[0]
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text)
-    print(text)
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

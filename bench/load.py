@@ -3,6 +3,7 @@ percentiles, HTTP load over loopback, and the API under one of several WSGI serv
 benchmark. Not a benchmark itself."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -89,6 +90,13 @@ def server_command(server: str, port: int, workers: int) -> list[str]:
     return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
             "--worker-class", worker_class, "--threads", threads, "api:create_app()"]
 
+
+def write_report(report: Mapping[str, Any], out: Path | None) -> None:
+    """A benchmark's result: JSON on stdout, and into `out` when given."""
+    text = json.dumps(report, indent=2)
+    if out:
+        out.write_text(text)
+    print(text)
 
 def start_api(repo: Path, port: int, workers: int, log: Path,
               env: Mapping[str, str] | None = None, server: str = "gunicorn-gthread") -> subprocess.Popen[bytes]:

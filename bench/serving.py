@@ -75,7 +75,7 @@ Searches = list[tuple[str, dict[str, Any]]]
 # The default request (no parameters) and the same request with the collaborative retrievers switched off.
 KINDS: dict[str, dict[str, Any]] = {"default": {}, "content": {"w_item": 0, "w_recent": 0, "w_cf": 0}}
 
-from bench.load import SERVERS, bench_clients, ms, run_load, start_api, timed_calls  # noqa: E402
+from bench.load import SERVERS, bench_clients, ms, run_load, start_api, timed_calls, write_report  # noqa: E402
 from bench.synthetic import (  # noqa: E402
     WORDS,
     drop_indices,
@@ -739,10 +739,7 @@ def main() -> None:
                                                                       "met": p99 <= TARGET["p99_ms"]}
     elif not args.cf:
         report["target_1m"] = million_target(report)
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text)
-    print(text)
+    write_report(report, args.out)
 
 
 def million_target(report: dict[str, Any]) -> dict[str, Any] | None:

@@ -36,7 +36,7 @@ os.environ.update(HYBRIDREC_INDEX_PREFIX=PREFIX, HYBRIDREC_REDIS_URL="redis://12
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.load import bench_clients  # noqa: E402
+from bench.load import bench_clients, write_report  # noqa: E402
 from bench.synthetic import drop_indices, generate, load_catalog, write_events  # noqa: E402
 
 SCALES: dict[str, dict[str, int | None]] = {
@@ -233,10 +233,7 @@ def main() -> None:
         report["runs"].append(run)
     report["process_peak_rss_mb"] = peak_rss_mb()
     sampler.stopped.set()
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text)
-    print(text)
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ os.environ.update(ENV)
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.load import bench_clients, ms, start_api  # noqa: E402
+from bench.load import bench_clients, ms, start_api, write_report  # noqa: E402
 from bench.synthetic import drop_indices  # noqa: E402
 
 
@@ -207,10 +207,7 @@ def main() -> None:
         drop_indices(es, PREFIX)
         for url in (settings.redis_url, settings.broker_url):  # this benchmark's own DBs
             Redis.from_url(url).flushdb()
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text)
-    print(text)
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":
