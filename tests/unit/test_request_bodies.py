@@ -54,7 +54,8 @@ def test_a_redis_cluster_failing_over_is_a_503(app: Flask, monkeypatch: pytest.M
     def failing_over(*args: object, **kwargs: object) -> None:
         raise error
 
-    monkeypatch.setattr("indexer.profile_store.ProfileStore.load_with_seen", failing_over)
+    # The read path's first Redis step.
+    monkeypatch.setattr("indexer.profile_store.ProfileStore.queue_load", failing_over)
     response = app.test_client().get("/v1/users/u1/recommendations")
     assert response.status_code == 503 and response.get_json()["title"] == "Backend unavailable"
 
