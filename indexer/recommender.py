@@ -76,6 +76,7 @@ class Read:
 
     profile: Profile | None
     seen: list[str]
+    cache_key: str  # the cached answer's key, which `entry` was read from
     entry: Entry | None
     query_vector: object  # the query's cached vector (bytes), or None
     query_fetched: bool  # whether the round trip asked for it
@@ -134,7 +135,7 @@ class Recommender:
         profile, seen = self.store.loaded(replies[0], replies[1]) if user_id else (None, [])
         rest = replies[2:] if user_id else replies
         entry = self.cache.entry(rest.pop(0)) if with_entry else None
-        return Read(profile, seen, entry, rest[0] if query_key else None, query_key is not None)
+        return Read(profile, seen, cache_key, entry, rest[0] if query_key else None, query_key is not None)
 
     def recommend(self, user_id: str | None, params: ReadParams, *, anchor_vector: np.ndarray | None = None,
                   anchor_id: str | None = None) -> dict[str, Any]:
@@ -167,7 +168,6 @@ class Recommender:
                  anchor_vector: np.ndarray | None, anchor_id: str | None, started: float) -> dict[str, Any]:
         """The list itself (the cache missed): retriever inputs, one msearch, fusion; cached on the way out."""
         profile, seen, version = read.profile, read.seen, read.version
-        cache_key = self.cache.key(user_id, params, anchor_id)
         last_good_key = self.cache.last_good_key(user_id, params, anchor_id)
         model = serving
         history = profile.interactions if profile else ()
@@ -212,7 +212,7 @@ class Recommender:
             return self._degraded(last_good_key, filters, params, user_id, version, started)
         body.update(user_id=user_id, profile_version=version, model_version=model.version if model else None,
                     cached=False, degraded=False, took_ms=round((time.perf_counter() - started) * 1000, 2))
-        self.cache.put(cache_key, last_good_key, version, _model_tag(serving), body)
+        self.cache.put(read.cache_key, last_good_key, version, _model_tag(serving), body)
         return body
 
     def _serving_model(self) -> ServingModel | None:
