@@ -36,6 +36,13 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def model_id(model: str) -> str:
+    """The vector space's name for a model path or name: its last path part (the bundled package keeps the
+    weights in a folder called model/, which is all-MiniLM-L6-v2)."""
+    name = model.rstrip("/").split("/")[-1]
+    return "all-MiniLM-L6-v2" if name == "model" else name
+
+
 class Encoder(Protocol):
     """What the indexer and the read path need from an encoder. `model_id` names the vector space (stored
     with each item, so the same model on another backend needs no re-embedding); `backend` says how it runs."""
@@ -62,9 +69,7 @@ class TorchEncoder:
         self.device = resolved
         self.backend = "torch"
         self.batch_size = batch_size
-        self.model_id = model.rstrip("/").split("/")[-1] if "/" in model else model
-        if self.model_id == "model":  # the bundled package keeps the weights in a folder called model/
-            self.model_id = "all-MiniLM-L6-v2"
+        self.model_id = model_id(model)
         self._model = SentenceTransformer(model, device=resolved, local_files_only=True)
         dim = self._model.get_embedding_dimension() if hasattr(self._model, "get_embedding_dimension") \
             else self._model.get_sentence_embedding_dimension()

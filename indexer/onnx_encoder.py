@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from indexer.encoder import model_id
+
 log = logging.getLogger(__name__)
 
 Variant = Literal["fp32", "int8"]
@@ -37,11 +39,6 @@ def weights_digest(model_dir: Path) -> str:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(block)
     return digest.hexdigest()
-
-
-def _model_id(model: str) -> str:
-    model_id = model.rstrip("/").split("/")[-1]
-    return "all-MiniLM-L6-v2" if model_id == "model" else model_id  # the bundled package's folder is model/
 
 
 def _pooling_config(model_dir: Path) -> dict[str, Any]:
@@ -111,7 +108,7 @@ def export(model: str, out_dir: Path, *, opset: int = 17) -> dict[str, Any]:
                      per_channel=True)
     manifest = {
         "format": FORMAT, "source": str(model_dir.resolve()), "weights_sha256": weights_digest(model_dir),
-        "model_id": _model_id(model), "dim": int(pooling["word_embedding_dimension"]),
+        "model_id": model_id(model), "dim": int(pooling["word_embedding_dimension"]),
         "max_seq_length": max_seq_length, "files": FILES, "opset": opset, "torch": torch.__version__,
     }
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -130,7 +127,7 @@ def _check_export(model: str, staging: Path, max_seq_length: int) -> None:
 
     reference = SentenceTransformer(model, device="cpu", local_files_only=True).encode(
         list(CHECK_TEXTS), normalize_embeddings=True, convert_to_numpy=True)
-    ours = OnnxEncoder(staging / FILES["fp32"], staging / "tokenizer.json", _model_id(model),
+    ours = OnnxEncoder(staging / FILES["fp32"], staging / "tokenizer.json", model_id(model),
                        reference.shape[1], max_seq_length).encode(list(CHECK_TEXTS))
     worst = float((reference * ours).sum(1).min())
     if worst < 0.9999:
