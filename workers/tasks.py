@@ -21,7 +21,7 @@ from indexer import task_routing as names
 from indexer.cf_serving import ModelCache
 from indexer.clients import REDIS_CLUSTER_TRANSIENT, make_es, make_redis
 from indexer.documents import validate_items
-from indexer.encoder import get_encoder
+from indexer.encoder import get_encoder, get_query_encoder
 from indexer.errors import BackendUnavailable, Conflict
 from indexer.events import record_events as write_events
 from indexer.profile_store import ProfileStore
@@ -91,7 +91,7 @@ def recommender() -> Recommender:
     global _recommender
     if _recommender is None:
         settings = get_settings()
-        _recommender = Recommender(settings, es(), redis(), lambda: get_encoder(settings))
+        _recommender = Recommender(settings, es(), redis(), lambda: get_query_encoder(settings))
     return _recommender
 
 
