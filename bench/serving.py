@@ -30,8 +30,10 @@ Usage: .venv/bin/python bench/serving.py [--items 10000 100000] [--seconds 8] [-
        [--es-url URL] [--forcemerge yes|no] [--load-only | --reuse-catalog] [--keep-catalog]
        [--recall-queries 200] [--num-candidates 100 200 400] [--oversample 0 5]
 At 1M items: load once with --load-only (no Redis, no load test; the catalog stays), then measure with
---reuse-catalog. Each size also reports its load time, `_stats` size and segments, node heap after the
-load and after the load test, and kNN recall@10 against exact search (bench.synthetic.exact_top).
+--reuse-catalog (with --cf, a catalog kept by --keep-catalog also keeps its events and serving model, and
+--reuse-catalog reuses them: the 100k promotion alone takes minutes). Each size also reports its load time,
+`_stats` size and segments, node heap after the load and after the load test, and kNN recall@10 against exact
+search (bench.synthetic.exact_top).
 Round trips (issue 13): the Redis round trips of one GET .../recommendations, counted in this process on
 the app gunicorn serves (cache off as in the load runs, a miss, a hit, a cold start). Prefetch: with the
 cache on and a Celery worker on the events queue, an event (a click) then, after a gap, the user's default
@@ -358,34 +360,42 @@ def prefetch_runs(settings: Any, users: list[str], n_items: int, args: argparse.
 
 # -- collaborative retrievers (--cf) ------------------------------------------------------------------------
 def cf_setup(es: Any, settings: Any, n_items: int, n_events: int, n_users: int,
-             holdout_users: int) -> tuple[list[str], dict[str, Any]]:
+             holdout_users: int, reuse: bool = False) -> tuple[list[str], dict[str, Any]]:
     """Events -> events index, train + promote through the real code, then the benchmark users' own events
     applied to their profiles as the API applies them. Returns the users and what was done."""
     from bench.synthetic import EVENT_TYPES
     from indexer import lifecycle, promotion, search
+    from indexer import model_registry as registry
     from indexer.clients import make_redis
     from indexer.profile import EVENT_WEIGHTS
     from indexer.profile_store import AppliedEvent, ProfileStore
     from indexer.training import TrainOptions, train
 
     events = generate(n_events, n_items, clusters=CLUSTERS)
-    info: dict[str, Any] = {"synthetic": events.summary(), "write_events": write_events(es, settings, events)}
-    # The retriever weights pinned above 0, so the default request runs every retriever (a weight changes
-    # which retrievers run, not what one costs); the rest of the grid as trained; fewer held-out users.
-    options = replace(TrainOptions(), recent_weights=(0.25,), cf_weights=(0.5,), user_weights=(0.25,),
-                      holdout_users=holdout_users)
-    began = time.perf_counter()
-    result = train(es, settings, options, promote=lambda v: promotion.promote(es, settings, v))
-    info["train"] = {"state": result.state, "reason": result.reason, "seconds_with_promotion":
-                     round(time.perf_counter() - began, 1),
-                     **{k: result.info.get(k) for k in ("items", "users", "neighbour_weights", "train_s", "params",
-                                                        "metrics", "promotion")}}
-    if result.state != "serving":
-        raise SystemExit(f"model not promoted: {result.state} ({result.reason})")
-    began = time.perf_counter()
+    info: dict[str, Any] = {"synthetic": events.summary()}
     index = lifecycle.alias_name(settings, "items")
-    es.options(request_timeout=900).indices.forcemerge(index=index, max_num_segments=1)
-    info["forcemerge_after_promotion_s"] = round(time.perf_counter() - began, 1)
+    serving = registry.read_pointer(es, settings).version if reuse else None
+    if serving is not None and es.count(index=lifecycle.alias_name(settings, "events"))["count"] == n_events:
+        # --reuse-catalog after --keep-catalog: the same events (generate is seeded) and the model trained on
+        # them are still there; only the benchmark users' profiles are rebuilt below.
+        info["train"] = {"reused_model": serving}
+    else:
+        info["write_events"] = write_events(es, settings, events)
+        # The retriever weights pinned above 0, so the default request runs every retriever (a weight changes
+        # which retrievers run, not what one costs); the rest of the grid as trained; fewer held-out users.
+        options = replace(TrainOptions(), recent_weights=(0.25,), cf_weights=(0.5,), user_weights=(0.25,),
+                          holdout_users=holdout_users)
+        began = time.perf_counter()
+        result = train(es, settings, options, promote=lambda v: promotion.promote(es, settings, v))
+        info["train"] = {"state": result.state, "reason": result.reason, "seconds_with_promotion":
+                         round(time.perf_counter() - began, 1),
+                         **{k: result.info.get(k) for k in ("items", "users", "neighbour_weights", "train_s",
+                                                            "params", "metrics", "promotion")}}
+        if result.state != "serving":
+            raise SystemExit(f"model not promoted: {result.state} ({result.reason})")
+        began = time.perf_counter()
+        es.options(request_timeout=900).indices.forcemerge(index=index, max_num_segments=1)
+        info["forcemerge_after_promotion_s"] = round(time.perf_counter() - began, 1)
     redis = make_redis(settings)
     redis.flushdb()
     store = ProfileStore(redis, settings)
@@ -704,7 +714,8 @@ def main() -> None:
                 continue
             users: list[str] = []
             if args.cf:
-                users, cf_info = cf_setup(es, settings, n_items, args.cf_events, args.users, args.cf_holdout_users)
+                users, cf_info = cf_setup(es, settings, n_items, args.cf_events, args.users, args.cf_holdout_users,
+                                          reuse=setup["catalog"] == "reused")
                 setup.update(cf_info)
             else:
                 make_users(es, settings, args.users, n_items)

@@ -17,9 +17,9 @@ from threadpoolctl import ThreadpoolController
 from indexer import model_registry as registry
 from indexer.cf_fields import factors_field, neighbours_field
 from indexer.cf_models import fold_in
-from indexer.cf_scoring import RECENT_CUTOFF_HALF_LIVES, fold_in_weights, recency_weights
+from indexer.cf_scoring import ITEM_QUERY_TERMS, RECENT_CUTOFF_HALF_LIVES, fold_in_weights, recency_weights
 from indexer.fusion import Hit
-from indexer.interactions import MAX_INTERACTIONS, Interaction
+from indexer.interactions import Interaction
 from indexer.settings import Settings
 
 __all__ = ["ModelCache", "ServingModel"]
@@ -32,8 +32,6 @@ POINTER_TTL_S = 2.0
 # content-only's with the paired interval above zero; at 0.8 it did not.
 COLD_NEIGHBOUR_ITEMS = 10
 COLD_NEIGHBOUR_DISCOUNT = 0.9
-# The item-item query boosts one term per history item: every interaction the profile keeps.
-MAX_QUERY_HISTORY = MAX_INTERACTIONS
 
 
 @cache
@@ -85,9 +83,9 @@ class ServingModel:
 
     def history_weights(self, history: Sequence[Interaction], recent: bool = False) -> list[tuple[str, float]]:
         """(item id, weight) for an item-item query, newest first, known items only: the long-term retriever
-        weighs every kept history item by (1 - gamma) + gamma * 0.5 ** (age / item_half_life), the recent
-        one halves every `half_life` events back and stops where the weights stop mattering."""
-        newest = [entry for entry in history[:MAX_QUERY_HISTORY] if entry.item_id in self.row]
+        weighs its newest ITEM_QUERY_TERMS items by (1 - gamma) + gamma * 0.5 ** (age / item_half_life), the
+        recent one halves every `half_life` events back and stops where the weights stop mattering."""
+        newest = [entry for entry in history if entry.item_id in self.row][:ITEM_QUERY_TERMS]
         if recent:
             newest = newest[:int(RECENT_CUTOFF_HALF_LIVES * self.half_life)]
             weights = recency_weights(len(newest), 1.0, self.half_life)[::-1]

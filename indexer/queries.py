@@ -43,8 +43,10 @@ def item_item_query(field: str, history: Sequence[tuple[str, float]], filters: F
 
 def search_body(size: int, with_vectors: bool, *, query: dict[str, Any] | None = None,
                 knn: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One search of the msearch: the display fields (and the content vector for MMR and explain)."""
-    body: dict[str, Any] = {"size": size,
+    """One search of the msearch: the display fields (and the content vector for MMR and explain). No hit
+    count: nothing reads it, and counting every match keeps Lucene from skipping the blocks that cannot
+    reach the top (a long history's item-item disjunction matches a large share of the catalog)."""
+    body: dict[str, Any] = {"size": size, "track_total_hits": False,
                             "_source": {"includes": DISPLAY_FIELDS + ([EMBEDDING_FIELD] if with_vectors else [])}}
     if query is not None:
         body["query"] = query

@@ -30,7 +30,7 @@ def rrf_retriever_body(*, filters: Filters, size: int, text: str | None, user_ve
             retrievers.append({"knn": knn_clause(vector, filters, size, num_candidates, oversample=oversample)})
     if len(retrievers) < 2:
         raise ValueError("server-side RRF needs at least two retrievers")
-    return {"size": size, "_source": {"includes": DISPLAY_FIELDS},
+    return {"size": size, "track_total_hits": False, "_source": {"includes": DISPLAY_FIELDS},
             "retriever": {"rrf": {"retrievers": retrievers, "rank_window_size": size,
                                   "rank_constant": rank_constant}}}
 

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from scipy.sparse import csr_matrix
 
-from indexer import interactions
+from indexer import cf_scoring, cf_serving, interactions
 from indexer.cf_scoring import FusionSetting, Scorer, batch_ndcg, fold_in_weights, recency_weights
 from indexer.cf_serving import ServingModel
 from indexer.filters import Filters
 from indexer.fusion import Hit
 from indexer.interactions import Interaction, fold, record
 from indexer.model_registry import Artifacts
-from indexer.queries import item_item_query, knn_clause
+from indexer.queries import item_item_query, knn_clause, search_body
 from indexer.read_params import ReadParams
 from indexer.training_data import histories_from_events, split_holdout
 
@@ -98,6 +98,8 @@ def test_item_item_query_boosts_one_term_per_history_item_inside_the_filters() -
     assert body["bool"]["minimum_should_match"] == 1 and body["bool"]["filter"] == [filters.clause()]
     knn = knn_clause(np.array([1.0, 2.0]), filters, 10, 100, field="cf_b_factors")
     assert knn["field"] == "cf_b_factors" and knn["filter"] == filters.clause() and knn["num_candidates"] == 100
+    # Nothing reads the hit count: no search counts its matches (counting keeps Lucene from skipping blocks).
+    assert search_body(100, False, query=body)["track_total_hits"] is False
 
 
 def test_recency_weights_halve_every_half_life() -> None:
@@ -170,6 +172,27 @@ def test_serving_fold_in_equals_the_scorers_latent_list_and_leans_to_the_newest_
         flat = factors @ ServingModel(1, "a", {"params": {**info["params"], "cf_recency": 0.0}}, artifacts).user_factor(
             history)
         assert served[4] - served[3] > flat[4] - flat[3]
+
+
+def test_long_histories_query_their_newest_items_served_and_offline_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The long-term item-item query stops at ITEM_QUERY_TERMS history items, newest first, and the scorer
+    that chooses the model's settings sees the same cut (its item-item list is the served one)."""
+    monkeypatch.setattr(cf_scoring, "ITEM_QUERY_TERMS", 2)
+    monkeypatch.setattr(cf_serving, "ITEM_QUERY_TERMS", 2)
+    model = serving_model()
+    history = [Interaction("c", 1.0, 40.0), Interaction("zz", 1.0, 35.0), Interaction("b", 1.0, 30.0),
+               Interaction("a", 1.0, 20.0)]
+    assert model.history_weights(history) == [("c", 1.0), ("b", 1.0)]  # a, the oldest known item, is cut
+    assert len(model.history_weights(history, recent=True)) == 2
+    # Offline, items 0-4: 0 points to 3, 1 and 2 to 4. The history 0, 1, 2 (oldest first) cut to its newest
+    # two items leaves 4 the only hit; 3 came from the cut item 0.
+    positive = csr_matrix(np.array([[0, 0, 0, 1.0, 0], [0, 0, 0, 0, 1.0], [0, 0, 0, 0, 0.5], [0] * 5, [0] * 5]))
+    scorer = Scorer([[(0, 1.0, 10.0), (1, 1.0, 20.0), (2, 1.0, 30.0)]], 5, np.ones(5))
+    top = scorer.item_item_lists(positive, csr_matrix((5, 5)), 0.0, 10.0, [0], depth=3)
+    assert [int(i) for i, ok in zip(top.indices[0], top.valid[0], strict=True) if ok] == [4]
+    monkeypatch.setattr(cf_scoring, "ITEM_QUERY_TERMS", 3)
+    top = Scorer(scorer.histories, 5, np.ones(5)).item_item_lists(positive, csr_matrix((5, 5)), 0.0, 10.0, [0], depth=3)
+    assert sorted(int(i) for i, ok in zip(top.indices[0], top.valid[0], strict=True) if ok) == [3, 4]
 
 
 def test_artifacts_round_trip() -> None:
