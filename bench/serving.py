@@ -488,8 +488,10 @@ def engine_requests(es: Any, settings: Any, users: list[str], kinds: dict[str, d
                     weights.append((time.perf_counter_ns() - began) / 1000)
         timing[label] = {"calls": len(fold), **ms(fold, "", 1)}
     timing["history_weights_us"] = ms(weights, "", 1)
-    timing["item_item_terms"] = {"p50": percentile([len(h) for h in histories], 50),
-                                 "max": max(len(h) for h in histories)}
+    terms = [len(model.history_weights(h)) for h in histories]  # the long-term query's terms (capped)
+    timing["history_items"] = {"p50": percentile([len(h) for h in histories], 50),
+                               "max": max(len(h) for h in histories)}
+    timing["item_item_terms"] = {"p50": percentile(terms, 50), "max": max(terms)}
     return bodies, timing
 
 

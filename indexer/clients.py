@@ -4,12 +4,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
+import orjson
 from elasticsearch import Elasticsearch
+from elasticsearch.serializer import NdjsonSerializer, OrjsonSerializer
 from redis import Redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
 
 from indexer.settings import Settings, parse_redis_cluster_url
+
+
+class OrjsonNdjsonSerializer(NdjsonSerializer):
+    """NDJSON bodies (msearch, bulk) line by line through orjson, as the client's OrjsonSerializer does for
+    JSON: a request's query vectors and its responses' hits are most of what the client encodes and decodes."""
+
+    def json_dumps(self, data: Any) -> bytes:
+        return orjson.dumps(data, default=self.default, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def json_loads(self, data: bytes) -> Any:
+        return orjson.loads(data)
 
 
 def make_es(settings: Settings, *, timeout: float | None = None) -> Elasticsearch:
@@ -26,6 +39,9 @@ def make_es(settings: Settings, *, timeout: float | None = None) -> Elasticsearc
         "max_retries": len(hosts) - 1,
         "retry_on_status": (),
         "retry_on_timeout": False,
+        # orjson (a dependency already, for the API's responses) instead of the standard library's json.
+        "serializers": {OrjsonSerializer.mimetype: OrjsonSerializer(),
+                        OrjsonNdjsonSerializer.mimetype: OrjsonNdjsonSerializer()},
     }
     if settings.es_api_key:
         kwargs["api_key"] = settings.es_api_key

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 __all__ = [
     "FUSION_DEPTH", "POPULARITY_SOURCE", "FusedHit", "Hit", "Normalization", "Ranking", "SourceContribution",
@@ -21,7 +21,7 @@ POPULARITY_SOURCE = "popularity"
 Normalization = Literal["minmax", "zscore"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Hit:
     """One retrieved document: its id and the retriever's raw score."""
 
@@ -33,9 +33,10 @@ Ranking = Sequence[Hit]
 """Hits of one retriever, best first."""
 
 
-@dataclass(frozen=True)
-class SourceContribution:
-    """What one retriever said about a fused hit, and how much that added to its fused score."""
+class SourceContribution(NamedTuple):
+    """What one retriever said about a fused hit, and how much that added to its fused score. (A named
+    tuple: fusion builds one per hit per retriever on every request, and a frozen dataclass costs several
+    times more to construct.)"""
 
     rank: int
     score: float
@@ -43,7 +44,7 @@ class SourceContribution:
     contribution: float
 
 
-@dataclass
+@dataclass(slots=True)
 class FusedHit:
     """A fused result; score is the sum of the contributions in sources."""
 
