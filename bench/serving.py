@@ -214,6 +214,7 @@ def knn_recall(es: Any, index: str, n_items: int, n_queries: int, num_candidates
                                   "recall_at_10": round(float(np.mean(recalls)), 4),
                                   "recall_min": min(recalls), **ms(latencies, "client"), **ms(took, "took")})
             print(f"items={n_items} recall {out['points'][-1]}", file=sys.stderr)
+    return out
 
 
 def round_trips(es: Any, settings: Any, user: str) -> dict[str, Any]:
