@@ -125,6 +125,7 @@ def raw_es(es: Any, settings: Any, users: int, with_q: bool, seconds: float, con
     store = ProfileStore(make_redis(settings), settings)
     encoder = get_encoder(settings)
     index = lifecycle.alias_name(settings, "items")
+    candidates, oversample = search.knn_settings(settings, search.CatalogSize(es, index, 10.0).get())  # the engine's
     rng = random.Random(3)
     prepared = []
     for _ in range(300):
@@ -136,7 +137,7 @@ def raw_es(es: Any, settings: Any, users: int, with_q: bool, seconds: float, con
     def call(rng: random.Random) -> bool:
         filters, user_vec, q, q_vec = rng.choice(prepared)
         search.retrieve(es, index, filters=filters, size=10, text=q, user_vector=user_vec, query_vector=q_vec,
-                        num_candidates=settings.knn_num_candidates, oversample=settings.knn_oversample)
+                        num_candidates=candidates, oversample=oversample)
         return True
 
     return timed_calls(call, seconds, concurrency)
@@ -185,11 +186,14 @@ def node_state(es: Any, index: str) -> dict[str, Any]:
             "heap_max_mib": round(sum(n["jvm"]["mem"]["heap_max_in_bytes"] for n in nodes) / 2**20, 1)}
 
 
-def knn_recall(es: Any, index: str, n_items: int, n_queries: int, num_candidates: list[int],
+def knn_recall(es: Any, settings: Any, index: str, n_items: int, n_queries: int, num_candidates: list[int],
                oversample: list[float | None]) -> dict[str, Any]:
     """recall@10 of the engine's kNN clause (indexer.queries.knn_clause, no filter) against exact search on
-    held-out queries of the catalog's mixture, at each num_candidates and bbq rescore oversample (None: the
-    index's default), with the client latency of each search (one at a time)."""
+    held-out queries of the catalog's mixture: first at the settings the engine uses for this catalog
+    (indexer.search.knn_settings: the shipped defaults unless the environment sets them), then at each
+    num_candidates and bbq rescore oversample asked for (None: the index's default), with the client latency
+    of each search (one at a time)."""
+    from indexer import search
     from indexer.filters import Filters
     from indexer.queries import knn_clause
 
@@ -198,22 +202,23 @@ def knn_recall(es: Any, index: str, n_items: int, n_queries: int, num_candidates
     exact = [{item_id(int(i)) for i in row} for row in exact_top(n_items, CLUSTERS, queries)]
     out: dict[str, Any] = {"queries": n_queries, "k": 10, "exact_s": round(time.perf_counter() - began, 1),
                            "points": []}
-    for candidates in num_candidates:
-        for factor in oversample:
-            recalls, latencies, took = [], [], []
-            for q, vector in enumerate(queries):
-                knn = knn_clause(vector, Filters(), 10, candidates)
-                if factor is not None:
-                    knn["rescore_vector"] = {"oversample": factor}
-                sent = time.perf_counter()
-                response = es.search(index=index, knn=knn, size=10, source=False)
-                latencies.append((time.perf_counter() - sent) * 1000)
-                took.append(response["took"])
-                recalls.append(len({h["_id"] for h in response["hits"]["hits"]} & exact[q]) / 10)
-            out["points"].append({"num_candidates": candidates, "oversample": factor,
-                                  "recall_at_10": round(float(np.mean(recalls)), 4),
-                                  "recall_min": min(recalls), **ms(latencies, "client"), **ms(took, "took")})
-            print(f"items={n_items} recall {out['points'][-1]}", file=sys.stderr)
+    engine = search.knn_settings(settings, search.CatalogSize(es, index, 10.0).get())
+    asked = [(candidates, factor) for candidates in num_candidates for factor in oversample]
+    for index_point, (candidates, factor) in enumerate([engine, *(pair for pair in asked if pair != engine)]):
+        recalls, latencies, took = [], [], []
+        for q, vector in enumerate(queries):
+            knn = knn_clause(vector, Filters(), 10, candidates)
+            if factor is not None:
+                knn["rescore_vector"] = {"oversample": factor}
+            sent = time.perf_counter()
+            response = es.search(index=index, knn=knn, size=10, source=False)
+            latencies.append((time.perf_counter() - sent) * 1000)
+            took.append(response["took"])
+            recalls.append(len({h["_id"] for h in response["hits"]["hits"]} & exact[q]) / 10)
+        out["points"].append({"num_candidates": candidates, "oversample": factor, "engine": index_point == 0,
+                              "recall_at_10": round(float(np.mean(recalls)), 4),
+                              "recall_min": min(recalls), **ms(latencies, "client"), **ms(took, "took")})
+        print(f"items={n_items} recall {out['points'][-1]}", file=sys.stderr)
     return out
 
 
@@ -669,7 +674,8 @@ def main() -> None:
                         help="keep a catalog of exactly --items items already in the prefix instead of loading")
     parser.add_argument("--keep-catalog", action="store_true", help="leave the indices in place at the end")
     parser.add_argument("--recall-queries", type=int, default=200, help="kNN recall@10 queries (0: none)")
-    parser.add_argument("--num-candidates", type=int, nargs="+", default=[100])
+    parser.add_argument("--num-candidates", type=int, nargs="+", default=[],
+                        help="recall@10 at these candidates too, beside the engine's own setting for the catalog")
     parser.add_argument("--oversample", type=float, nargs="+", default=[],
                         help="bbq rescore_vector oversample factors tried beside the index default (0: off)")
     parser.add_argument("--cf", action="store_true", help="train and promote a model; measure the CF retrievers")
@@ -733,7 +739,7 @@ def main() -> None:
             setup["after_load_test"] = node_state(es, index)
             if args.recall_queries:
                 report.setdefault("recall", {})[str(n_items)] = knn_recall(
-                    es, index, n_items, args.recall_queries, args.num_candidates, [None, *args.oversample])
+                    es, settings, index, n_items, args.recall_queries, args.num_candidates, [None, *args.oversample])
             if args.prefetch_trials:
                 report.setdefault("prefetch", {})[str(n_items)] = prefetch_runs(settings, users, n_items, args)
             if args.out:  # each size as it completes: a long run cut short keeps what it measured
@@ -758,7 +764,7 @@ def main() -> None:
 
 def million_target(report: dict[str, Any]) -> dict[str, Any] | None:
     """Issue 13's target at 1M items: API p99 <= 50 ms at concurrency 1 (no query text) and recall@10 >= 0.95
-    at the shipped num_candidates (the first one measured) and the index's default oversample."""
+    at the kNN settings the engine uses for the catalog (the first recall point: knn_recall)."""
     point = next((r for r in report["runs"] if r["items"] == TARGET_1M["items"] and r["concurrency"] == 1
                   and not r["with_q"]), None)
     recall = report.get("recall", {}).get(str(TARGET_1M["items"]))

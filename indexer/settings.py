@@ -41,10 +41,12 @@ class Settings(BaseSettings):
     vector_index_type: Literal["int8_hnsw", "bbq_hnsw", "hnsw"] = Field(
         "bbq_hnsw", description="HNSW quantisation of the item embedding (bench/vector_index.py: bbq_hnsw "
                                 "kept recall@10 at 0.9995 where int8_hnsw gave 0.911)")
-    knn_num_candidates: int = Field(100, ge=10, le=10_000,
-                                    description="candidates per shard of the content kNN (bench/serving.py recall)")
+    knn_num_candidates: int | None = Field(None, ge=10, le=10_000,
+                                           description="candidates per shard of the content kNN; unset: by catalog "
+                                                       "size (indexer.search.knn_settings, bench/serving.py recall)")
     knn_oversample: float | None = Field(None, description="bbq/int8 rescore_vector oversample of the content kNN: "
-                                                           "1-10, or 0 for none; unset: the index's default (3)")
+                                                           "1-10, or 0 for none; unset: by catalog size (the "
+                                                           "index's default, 3, below 150k items)")
     keep_versions: int = Field(2, ge=1, le=20, description="old physical item indices kept for rollback")
 
     server_fusion: Literal["auto", "off"] = Field(

@@ -75,3 +75,44 @@ def test_knn_clause_rescores_a_quantised_field_only_when_asked() -> None:
     assert Settings(knn_oversample=0).knn_oversample == 0
     with pytest.raises(ValidationError, match="KNN_OVERSAMPLE"):
         Settings(knn_oversample=0.5)
+
+
+def test_knn_settings_follow_the_catalog_size_unless_set() -> None:
+    from indexer.search import knn_settings
+    from indexer.settings import Settings
+
+    unset = Settings()
+    # The smallest settings measured to keep recall@10 >= 0.95 at 10k, 100k and 1M items (bench/serving.py).
+    assert knn_settings(unset, 10_000) == (100, None)
+    assert knn_settings(unset, 100_000) == (200, None)
+    assert knn_settings(unset, 1_000_000) == (400, 10.0)
+    assert knn_settings(unset, 0) == (100, None)
+    # Each setting the environment gives wins on its own.
+    assert knn_settings(Settings(knn_num_candidates=150), 1_000_000) == (150, 10.0)
+    assert knn_settings(Settings(knn_oversample=0), 1_000_000) == (400, 0)
+
+
+def test_catalog_size_is_read_once_a_ttl_and_kept_when_a_read_fails() -> None:
+    from elasticsearch import ConnectionError as ESConnectionError
+
+    from indexer import search
+
+    class Counting:
+        def __init__(self) -> None:
+            self.calls, self.fail = 0, False
+
+        def options(self, **_: object) -> Counting:
+            return self
+
+        def count(self, index: str) -> dict[str, int]:
+            self.calls += 1
+            if self.fail:
+                raise ESConnectionError("down")
+            return {"count": 123_456}
+
+    es = Counting()
+    size = search.CatalogSize(es, "items", 1.0)
+    assert size.get() == 123_456 and size.get() == 123_456 and es.calls == 1
+    es.fail = True
+    size._read = (size._read[0] - search.CATALOG_SIZE_TTL_S - 1, 123_456) if size._read else None  # the TTL passes
+    assert size.get() == 123_456 and es.calls == 2  # the failed read keeps the last count
