@@ -30,6 +30,7 @@ __all__ = ["CatalogSize", "Filters", "Retrieval", "filtered_ids", "item_vectors"
 KNN_BY_CATALOG_SIZE: tuple[tuple[int, int, float | None], ...] = (
     (15_000, 100, None), (150_000, 200, None), (2**62, 400, 10.0))
 CATALOG_SIZE_TTL_S = 60.0
+CATALOG_SIZE_RETRY_S = 5.0
 
 
 def knn_settings(settings: Settings, items: int) -> tuple[int, float | None]:
@@ -42,28 +43,29 @@ def knn_settings(settings: Settings, items: int) -> tuple[int, float | None]:
 
 class CatalogSize:
     """Per process: the items index's document count, re-read at most every CATALOG_SIZE_TTL_S seconds (one
-    short count request a minute); a failed read keeps the count it had (0 before the first success)."""
+    short count request a minute); a failed read keeps the count it had (0 before the first success) and is
+    tried again after CATALOG_SIZE_RETRY_S."""
 
     def __init__(self, es: Elasticsearch, index: str, timeout: float) -> None:
         self.es, self.index, self.timeout = es, index, timeout
-        self._read: tuple[float, int] | None = None
+        self._read: tuple[float, int] | None = None  # (when the value expires, the count)
         self._lock = threading.Lock()
 
     def get(self) -> int:
-        now = time.monotonic()
         read = self._read
-        if read is not None and now - read[0] < CATALOG_SIZE_TTL_S:
+        if read is not None and time.monotonic() < read[0]:
             return read[1]
         with self._lock:
-            read = self._read
-            if read is not None and now - read[0] < CATALOG_SIZE_TTL_S:
+            read, now = self._read, time.monotonic()
+            if read is not None and now < read[0]:
                 return read[1]
             try:
                 count = int(self.es.options(request_timeout=self.timeout).count(index=self.index)["count"])
+                self._read = (now + CATALOG_SIZE_TTL_S, count)
             except (ApiError, TransportError) as exc:
                 log.warning("items count not read (the kNN keeps its last settings): %s", exc)
                 count = read[1] if read is not None else 0
-            self._read = (now, count)
+                self._read = (now + CATALOG_SIZE_RETRY_S, count)
             return count
 
 

@@ -93,6 +93,8 @@ def test_knn_settings_follow_the_catalog_size_unless_set() -> None:
 
 
 def test_catalog_size_is_read_once_a_ttl_and_kept_when_a_read_fails() -> None:
+    import time
+
     from elasticsearch import ConnectionError as ESConnectionError
 
     from indexer import search
@@ -114,5 +116,8 @@ def test_catalog_size_is_read_once_a_ttl_and_kept_when_a_read_fails() -> None:
     size = search.CatalogSize(es, "items", 1.0)
     assert size.get() == 123_456 and size.get() == 123_456 and es.calls == 1
     es.fail = True
-    size._read = (size._read[0] - search.CATALOG_SIZE_TTL_S - 1, 123_456) if size._read else None  # the TTL passes
+    size._read = (0.0, 123_456)  # the TTL passes
     assert size.get() == 123_456 and es.calls == 2  # the failed read keeps the last count
+    assert size._read is not None and size._read[0] - time.monotonic() <= search.CATALOG_SIZE_RETRY_S
+    fresh = search.CatalogSize(es, "items", 1.0)
+    assert fresh.get() == 0 and es.calls == 3  # nothing read yet: the smallest catalog's settings
