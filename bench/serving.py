@@ -203,7 +203,7 @@ def knn_recall(es: Any, settings: Any, index: str, n_items: int, n_queries: int,
     out: dict[str, Any] = {"queries": n_queries, "k": 10, "exact_s": round(time.perf_counter() - began, 1),
                            "points": []}
     engine = search.knn_settings(settings, search.CatalogSize(es, index, 10.0).get())
-    asked = [(candidates, factor) for candidates in num_candidates for factor in oversample]
+    asked = [(candidates, factor) for candidates in num_candidates or [engine[0]] for factor in oversample]
     for index_point, (candidates, factor) in enumerate([engine, *(pair for pair in asked if pair != engine)]):
         recalls, latencies, took = [], [], []
         for q, vector in enumerate(queries):
@@ -494,7 +494,7 @@ def engine_requests(es: Any, settings: Any, users: list[str], kinds: dict[str, d
                     weights.append((time.perf_counter_ns() - began) / 1000)
         timing[label] = {"calls": len(fold), **ms(fold, "", 1)}
     timing["history_weights_us"] = ms(weights, "", 1)
-    terms = [len(model.history_weights(h)) for h in histories]  # the long-term query's terms (capped)
+    terms = [len(model.history_weights(h)) for h in histories]  # the long-term item-item query's terms
     timing["history_items"] = {"p50": percentile([len(h) for h in histories], 50),
                                "max": max(len(h) for h in histories)}
     timing["item_item_terms"] = {"p50": percentile(terms, 50), "max": max(terms)}
