@@ -98,6 +98,7 @@ def write_report(report: Mapping[str, Any], out: Path | None) -> None:
         out.write_text(text)
     print(text)
 
+
 def start_api(repo: Path, port: int, workers: int, log: Path,
               env: Mapping[str, str] | None = None, server: str = "gunicorn-gthread") -> subprocess.Popen[bytes]:
     """`server` (one of SERVERS) serving api:create_app() on 127.0.0.1:port in its own session (extra

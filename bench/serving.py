@@ -125,7 +125,7 @@ def raw_es(es: Any, settings: Any, users: int, with_q: bool, seconds: float, con
     store = ProfileStore(make_redis(settings), settings)
     encoder = get_encoder(settings)
     index = lifecycle.alias_name(settings, "items")
-    candidates, oversample = search.knn_settings(settings, search.CatalogSize(es, index, 10.0).get())  # the engine's
+    candidates, oversample = search.knn_settings(settings, search.CatalogSize(es, index, 10.0).get)  # the engine's
     rng = random.Random(3)
     prepared = []
     for _ in range(300):
@@ -202,7 +202,7 @@ def knn_recall(es: Any, settings: Any, index: str, n_items: int, n_queries: int,
     exact = [{item_id(int(i)) for i in row} for row in exact_top(n_items, CLUSTERS, queries)]
     out: dict[str, Any] = {"queries": n_queries, "k": 10, "exact_s": round(time.perf_counter() - began, 1),
                            "points": []}
-    engine = search.knn_settings(settings, search.CatalogSize(es, index, 10.0).get())
+    engine = search.knn_settings(settings, search.CatalogSize(es, index, 10.0).get)
     asked = [(candidates, factor) for candidates in num_candidates or [engine[0]] for factor in oversample]
     for index_point, (candidates, factor) in enumerate([engine, *(pair for pair in asked if pair != engine)]):
         recalls, latencies, took = [], [], []

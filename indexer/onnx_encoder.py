@@ -149,7 +149,7 @@ def read_manifest(model: str, onnx_dir: Path) -> dict[str, Any]:
 
 
 class OnnxEncoder:
-    """Encodes like indexer.encoder.Encoder (normalised float32, same vector space and model_id) with
+    """Encodes like indexer.encoder.TorchEncoder (normalised float32, same vector space and model_id) with
     onnxruntime: WordPiece by the tokenizers library, the exported graph, L2 normalisation in numpy."""
 
     def __init__(self, graph: Path, tokenizer: Path, model_id: str, dim: int, max_seq_length: int,

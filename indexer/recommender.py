@@ -106,12 +106,6 @@ class Recommender:
         self.index = alias_name(settings, "items")
         self.catalog = search.CatalogSize(es, self.index, min(settings.es_timeout, 2.0))
 
-    def _knn(self) -> tuple[int, float | None]:
-        """The content kNN's (num_candidates, oversample): the settings', else by catalog size."""
-        if self.settings.knn_num_candidates is not None and self.settings.knn_oversample is not None:
-            return self.settings.knn_num_candidates, self.settings.knn_oversample
-        return search.knn_settings(self.settings, self.catalog.get())
-
     # -- query embedding, cached in Redis (shared by every API process) --------------------------------
     def _query_vector_key(self, text: str) -> str:
         return keys.key(self.settings.index_prefix, keys.QUERY_VECTOR, self.encoder().model_id,
@@ -300,7 +294,8 @@ class Recommender:
         out: list[tuple[str, dict[str, Any]]] = []
         if text:
             out.append(("bm25", queries.search_body(depth, with_vectors, query=queries.bm25_query(text, filters))))
-        candidates, oversample = self._knn() if user_vec is not None or q_vec is not None else (0, None)
+        candidates, oversample = search.knn_settings(self.settings, self.catalog.get) \
+            if user_vec is not None or q_vec is not None else (0, None)
         for name, vector in (("user_knn", user_vec), ("query_knn", q_vec)):
             if vector is not None:
                 knn = queries.knn_clause(vector, filters, depth, candidates, oversample=oversample)
@@ -327,7 +322,7 @@ class Recommender:
 
     def _hybrid_server(self, params: ReadParams, filters: search.Filters, size: int, text: str | None,
                        user_vec: np.ndarray | None, q_vec: np.ndarray | None) -> dict[str, Any]:
-        candidates, oversample = self._knn()
+        candidates, oversample = search.knn_settings(self.settings, self.catalog.get)
         body = rrf_retriever_body(filters=filters, size=size, text=text, user_vector=user_vec, query_vector=q_vec,
                                   rank_constant=params.rrf_k, num_candidates=candidates, oversample=oversample)
         with timed("elasticsearch", "search_rrf"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,10 +33,13 @@ CATALOG_SIZE_TTL_S = 60.0
 CATALOG_SIZE_RETRY_S = 5.0
 
 
-def knn_settings(settings: Settings, items: int) -> tuple[int, float | None]:
-    """(num_candidates, oversample) of the content kNN for a catalog of `items`: each from the settings when
-    set there, else from KNN_BY_CATALOG_SIZE."""
-    _, candidates, oversample = next(row for row in KNN_BY_CATALOG_SIZE if items < row[0])
+def knn_settings(settings: Settings, items: Callable[[], int]) -> tuple[int, float | None]:
+    """(num_candidates, oversample) of the content kNN: each from the settings when set there, else from
+    KNN_BY_CATALOG_SIZE for the catalog of `items()` items (asked only when a setting is left unset)."""
+    if settings.knn_num_candidates is not None and settings.knn_oversample is not None:
+        return settings.knn_num_candidates, settings.knn_oversample
+    count = items()
+    _, candidates, oversample = next(row for row in KNN_BY_CATALOG_SIZE if count < row[0])
     return (settings.knn_num_candidates if settings.knn_num_candidates is not None else candidates,
             settings.knn_oversample if settings.knn_oversample is not None else oversample)
 

@@ -83,13 +83,18 @@ def test_knn_settings_follow_the_catalog_size_unless_set() -> None:
 
     unset = Settings()
     # The smallest settings measured to keep recall@10 >= 0.95 at 10k, 100k and 1M items (bench/serving.py).
-    assert knn_settings(unset, 10_000) == (100, None)
-    assert knn_settings(unset, 100_000) == (200, None)
-    assert knn_settings(unset, 1_000_000) == (400, 10.0)
-    assert knn_settings(unset, 0) == (100, None)
+    assert knn_settings(unset, lambda: 10_000) == (100, None)
+    assert knn_settings(unset, lambda: 100_000) == (200, None)
+    assert knn_settings(unset, lambda: 1_000_000) == (400, 10.0)
+    assert knn_settings(unset, lambda: 0) == (100, None)
     # Each setting the environment gives wins on its own.
-    assert knn_settings(Settings(knn_num_candidates=150), 1_000_000) == (150, 10.0)
-    assert knn_settings(Settings(knn_oversample=0), 1_000_000) == (400, 0)
+    assert knn_settings(Settings(knn_num_candidates=150), lambda: 1_000_000) == (150, 10.0)
+    assert knn_settings(Settings(knn_oversample=0), lambda: 1_000_000) == (400, 0)
+
+    def no_count() -> int:
+        raise AssertionError("both set: the catalog size is not needed")
+
+    assert knn_settings(Settings(knn_num_candidates=150, knn_oversample=5), no_count) == (150, 5)
 
 
 def test_catalog_size_is_read_once_a_ttl_and_kept_when_a_read_fails() -> None:
