@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from tests.helpers import PREFIX, WORKER_METRICS_PORT, WorkerProcess, drop_test_indices
+from tests.helpers import PREFIX, WORKER_METRICS_PORT, WorkerProcess, drop_test_indices, settle_workers
 
 # Isolate the test run from a demo stack on the same node: own prefix, own Redis databases.
 os.environ.setdefault("HYBRIDREC_ES_URL", "http://127.0.0.1:9200")
@@ -64,9 +64,10 @@ def redis_client(settings):
 
 @pytest.fixture()
 def fresh(es, redis_client, settings):
-    """Empty indices (v1 behind each alias) and empty Redis for one test."""
+    """Empty indices (v1 behind each alias), empty Redis and idle workers for one test."""
     from indexer.lifecycle import ensure_indices
 
+    settle_workers()
     drop_test_indices(es)
     redis_client.flushdb()
     ensure_indices(es, settings)

@@ -8,12 +8,13 @@ import sys
 from typing import Any
 
 from celery import Celery
-from celery.signals import beat_embedded_init, worker_init, worker_process_init
+from celery.signals import beat_embedded_init, task_postrun, task_prerun, worker_init, worker_process_init
 from kombu import Queue
 
 from indexer.celery_config import celery_config
 from indexer.settings import get_settings
 from indexer.task_routing import ALL_QUEUES, FLUSH_RECO_LOGS, QUEUE_INDEX, ROUTES, SNAPSHOT_PROFILES, TRAIN_IF_DUE
+from workers.visibility import VisibilityKeeper
 
 TASK_ROUTES = {name: {"queue": queue} for name, queue in ROUTES.items()}
 
@@ -81,3 +82,40 @@ def _beat_dies_with_worker(**_: Any) -> None:
 def _pool_process_dies_with_worker(**_: Any) -> None:
     # A task still running after its worker died would run beside its own redelivery.
     die_with_parent(signal.SIGKILL)
+
+
+_keeper: VisibilityKeeper | None = None
+
+
+def _visibility_keeper() -> VisibilityKeeper:
+    """This process's keeper, made on first use (after the pool forked), on the broker's Redis."""
+    global _keeper
+    if _keeper is None:
+        from redis import Redis
+
+        settings = get_settings()
+        client = Redis.from_url(settings.broker_url, socket_timeout=settings.redis_timeout,
+                                socket_connect_timeout=settings.redis_timeout)
+        _keeper = VisibilityKeeper(client, interval=max(1.0, settings.visibility_timeout / 4))
+    return _keeper
+
+
+def _delivery_tag(task: Any) -> str | None:
+    properties = getattr(task.request, "properties", None) or {}
+    tag = properties.get("delivery_tag")
+    return str(tag) if tag else None
+
+
+@task_prerun.connect
+def _hold_message(task: Any = None, **_: Any) -> None:
+    """A task that runs past the visibility timeout is not delivered again while it runs (workers/visibility.py)."""
+    tag = _delivery_tag(task) if task is not None else None
+    if tag:
+        _visibility_keeper().hold(tag)
+
+
+@task_postrun.connect
+def _release_message(task: Any = None, **_: Any) -> None:
+    tag = _delivery_tag(task) if task is not None else None
+    if tag and _keeper is not None:
+        _keeper.release(tag)
