@@ -9,6 +9,7 @@ from flask import Flask
 
 from api.json_provider import OrjsonProvider
 from indexer.encoder import get_query_encoder
+from indexer.heap import freeze_long_lived
 from indexer.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -45,3 +46,4 @@ def warm_up(settings: Settings) -> None:
     encoder.encode(["warm-up"])
     log.info("query encoder %s (%s) loaded at start-up in %.2f s", settings.model, encoder.backend,
              time.perf_counter() - started)
+    freeze_long_lived("the query encoder")

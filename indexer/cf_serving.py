@@ -19,6 +19,7 @@ from indexer.cf_fields import factors_field, neighbours_field
 from indexer.cf_models import fold_in
 from indexer.cf_scoring import ITEM_QUERY_TERMS, RECENT_CUTOFF_HALF_LIVES, fold_in_weights, recency_weights
 from indexer.fusion import Hit
+from indexer.heap import freeze_long_lived
 from indexer.interactions import Interaction
 from indexer.settings import Settings
 
@@ -233,6 +234,7 @@ class ModelCache:
                 live = {v for v in self.pointer().slots.values() if v is not None} | {version}
                 self._models = {v: m for v, m in self._models.items() if v in live}
                 self._models[version] = model
+                freeze_long_lived(f"model {version}")
             return model
 
     def serving(self) -> ServingModel | None:

@@ -19,7 +19,7 @@ EMBEDDING_FIELD = "embedding"
 
 def bm25_query(text: str, filters: Filters) -> dict[str, Any]:
     return {"bool": {"must": [{"multi_match": {"query": text, "fields": TEXT_FIELDS, "type": "best_fields"}}],
-                     "filter": [filters.clause()]}}
+                     **filters.bool_parts()}}
 
 
 def knn_clause(vector: np.ndarray, filters: Filters, k: int, num_candidates: int,
@@ -36,9 +36,9 @@ def knn_clause(vector: np.ndarray, filters: Filters, k: int, num_candidates: int
 def item_item_query(field: str, history: Sequence[tuple[str, float]], filters: Filters) -> dict[str, Any]:
     """Scores every item j by sum_i w_i * B[i, j] over the history items i: one `term` clause per history
     item on the item's sparse_vector of incoming weights, boosted by w_i (a term query on a sparse_vector
-    field scores boost x stored weight), with every filter in the same bool query."""
+    field scores boost x stored weight), with every filter in the same bool query (Filters.bool_parts)."""
     should = [{"term": {field: {"value": token, "boost": float(weight)}}} for token, weight in history if weight > 0]
-    return {"bool": {"should": should, "minimum_should_match": 1, "filter": [filters.clause()]}}
+    return {"bool": {"should": should, "minimum_should_match": 1, **filters.bool_parts()}}
 
 
 def search_body(size: int, with_vectors: bool, *, query: dict[str, Any] | None = None,

@@ -15,7 +15,9 @@ def test_body_has_each_retriever_with_filters_inside():
     rrf = body["retriever"]["rrf"]
     assert rrf["rank_constant"] == 60 and rrf["rank_window_size"] == 10 and body["size"] == 10
     standard, user_knn, query_knn = rrf["retrievers"]
-    assert standard["standard"]["query"]["bool"]["filter"] == [filters.clause()]
+    bm25 = standard["standard"]["query"]["bool"]
+    nested = filters.clause()["bool"]
+    assert bm25["filter"] == nested["filter"] and bm25["must_not"] == nested["must_not"]
     assert standard["standard"]["query"]["bool"]["must"][0]["multi_match"]["query"] == "space opera"
     for knn in (user_knn["knn"], query_knn["knn"]):
         assert knn["filter"] == filters.clause() and knn["k"] == 10 and knn["num_candidates"] >= 10
