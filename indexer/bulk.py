@@ -1,7 +1,9 @@
 """Bulk writes through elasticsearch-py's streaming_bulk, with external versioning and per-item outcomes."""
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,19 +43,50 @@ def batches(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def run_bulk(es: Elasticsearch, actions: Iterable[dict[str, Any]], *, require_alias: bool = False) -> BulkReport:
+def run_bulk(es: Elasticsearch, actions: Iterable[dict[str, Any]], *, require_alias: bool = False,
+             threads: int = 1) -> BulkReport:
     """Run actions through streaming_bulk; with require_alias every target must be an alias (a missing
     alias fails the write instead of auto-creating a concrete index under its name).
 
     Elasticsearch refuses some bad documents (an unparseable version, an over-long id) for the whole
     request rather than per item; such a request is split in halves until the bad action stands alone,
-    so it fails by itself and every other action is written."""
+    so it fails by itself and every other action is written.
+
+    With `threads` > 1, that many chunks are in flight at once, each through its own streaming_bulk with
+    the same 429 retries and splitting (the helpers' parallel_bulk has neither); the actions are drawn
+    from `actions` one chunk at a time under a lock, so a generator may feed it."""
     report = BulkReport()
     extra: dict[str, Any] = {"require_alias": True} if require_alias else {}  # passed on to es.bulk
     # A chunk's worth at a time: a promotion streams the whole catalog through here, and only one chunk
     # may need to be split again.
-    for chunk in batches(actions, CHUNK_SIZE):
-        _bulk_isolating(es, chunk, report, extra)
+    chunks = batches(actions, CHUNK_SIZE)
+    if threads <= 1:
+        for chunk in chunks:
+            _bulk_isolating(es, chunk, report, extra)
+        return report
+    draw, failed = threading.Lock(), threading.Event()
+
+    def consume() -> BulkReport:
+        part = BulkReport()
+        try:
+            while not failed.is_set():
+                with draw:
+                    chunk = next(chunks, None)
+                if chunk is None:
+                    break
+                _bulk_isolating(es, chunk, part, extra)
+        except Exception:
+            failed.set()  # the other threads stop drawing: the caller sees this error
+            raise
+        return part
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="bulk") as pool:
+        futures = [pool.submit(consume) for _ in range(threads)]
+    for future in futures:
+        part = future.result()
+        report.ok += part.ok
+        report.stale += part.stale
+        report.failed.extend(part.failed)
     return report
 
 

@@ -72,7 +72,8 @@ def write_slot(es: Elasticsearch, settings: Settings, model: ServingModel,
             if attempt == MAX_PASSES:
                 raise Conflict(f"items in {index} kept changing: model {model.version} not complete after "
                                f"{MAX_PASSES} passes")
-            report = run_bulk(es, (_rewrite(model, hit, index) for hit in _documents(es, index, pending)))
+            report = run_bulk(es, (_rewrite(model, hit, index) for hit in _documents(es, index, pending)),
+                              threads=settings.promotion_bulk_threads)
             if report.failed:
                 raise Conflict(f"{len(report.failed)} items could not take model {model.version}: "
                                f"{report.failed[:2]}")

@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     train_min_new_events: int = Field(1000, ge=1, description="beat trains only when at least this many events "
                                                                 "arrived since the serving model was trained")
     train_min_events: int = Field(20, ge=1, description="no model is trained from fewer events than this")
+    promotion_bulk_threads: int = Field(2, ge=1, le=16, description="bulk requests in flight while a model is "
+                                        "written into the items (each keeps one write thread of a node busy)")
 
     # API
     reco_cache_ttl: int = Field(
