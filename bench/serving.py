@@ -125,7 +125,7 @@ def raw_es(es: Any, settings: Any, users: int, with_q: bool, seconds: float, con
     store = ProfileStore(make_redis(settings), settings)
     encoder = get_encoder(settings)
     index = lifecycle.alias_name(settings, "items")
-    candidates, oversample = search.knn_settings(settings, search.CatalogSize(es, index, 10.0).get)  # the engine's
+    candidates, oversample = engine_knn(es, settings, index)
     rng = random.Random(3)
     prepared = []
     for _ in range(300):
@@ -186,6 +186,13 @@ def node_state(es: Any, index: str) -> dict[str, Any]:
             "heap_max_mib": round(sum(n["jvm"]["mem"]["heap_max_in_bytes"] for n in nodes) / 2**20, 1)}
 
 
+def engine_knn(es: Any, settings: Any, index: str) -> tuple[int, float | None]:
+    """The content kNN's (num_candidates, oversample) the engine uses for this catalog (search.knn_settings)."""
+    from indexer import search
+
+    return search.knn_settings(settings, search.CatalogSize(es, index, 10.0).get)
+
+
 def knn_recall(es: Any, settings: Any, index: str, n_items: int, n_queries: int, num_candidates: list[int],
                oversample: list[float | None]) -> dict[str, Any]:
     """recall@10 of the engine's kNN clause (indexer.queries.knn_clause, no filter) against exact search on
@@ -193,7 +200,6 @@ def knn_recall(es: Any, settings: Any, index: str, n_items: int, n_queries: int,
     (indexer.search.knn_settings: the shipped defaults unless the environment sets them), then at each
     num_candidates and bbq rescore oversample asked for (None: the index's default), with the client latency
     of each search (one at a time)."""
-    from indexer import search
     from indexer.filters import Filters
     from indexer.queries import knn_clause
 
@@ -202,7 +208,7 @@ def knn_recall(es: Any, settings: Any, index: str, n_items: int, n_queries: int,
     exact = [{item_id(int(i)) for i in row} for row in exact_top(n_items, CLUSTERS, queries)]
     out: dict[str, Any] = {"queries": n_queries, "k": 10, "exact_s": round(time.perf_counter() - began, 1),
                            "points": []}
-    engine = search.knn_settings(settings, search.CatalogSize(es, index, 10.0).get)
+    engine = engine_knn(es, settings, index)
     asked = [(candidates, factor) for candidates in num_candidates or [engine[0]] for factor in oversample]
     for index_point, (candidates, factor) in enumerate([engine, *(pair for pair in asked if pair != engine)]):
         recalls, latencies, took = [], [], []

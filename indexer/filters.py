@@ -37,24 +37,17 @@ class Filters:
             must.append({"term": {"in_stock": self.in_stock}})
         return must
 
-    def _exclusions(self) -> list[dict[str, Any]]:
-        return [{"ids": {"values": list(self.exclude_ids)}}] if self.exclude_ids else []
+    def _exclusion(self) -> dict[str, list[dict[str, Any]]]:
+        return {"must_not": [{"ids": {"values": list(self.exclude_ids)}}]} if self.exclude_ids else {}
 
     def clause(self) -> dict[str, Any]:
         """One query clause (a kNN search's `filter`)."""
-        bool_query: dict[str, Any] = {"filter": self._conditions()}
-        if self.exclude_ids:
-            bool_query["must_not"] = self._exclusions()
-        return {"bool": bool_query}
+        return {"bool": {"filter": self._conditions(), **self._exclusion()}}
 
     def bool_parts(self) -> dict[str, list[dict[str, Any]]]:
         """The same constraints as a query's own `filter` and `must_not` entries, for a bool query to
         take in directly. Nested as one filter clause, the exclusion (a bool of must_not alone, that is
         every document but the seen ones) made Lucene walk a long item-item disjunction twice as slowly:
         on the 100k serving benchmark p50 5.9 -> 4.1 ms, p99 23.4 -> 12.6 ms, the same hits and scores."""
-        parts: dict[str, list[dict[str, Any]]] = {}
-        if conditions := self._conditions():
-            parts["filter"] = conditions
-        if self.exclude_ids:
-            parts["must_not"] = self._exclusions()
-        return parts
+        conditions = self._conditions()
+        return {**({"filter": conditions} if conditions else {}), **self._exclusion()}

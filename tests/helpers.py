@@ -153,10 +153,9 @@ def settle_workers(timeout: float = 180.0) -> None:
     from celery import Celery
     from redis import Redis
 
-    app = Celery(broker=broker)
     names = [w.hostname for w in live]
     deadline = time.time() + timeout
-    with Redis.from_url(broker, socket_timeout=10) as client:
+    with Celery(broker=broker) as app, Redis.from_url(broker, socket_timeout=10) as client:
         while True:
             # Queues, unacknowledged copies and results of tests already over; not the exchange bindings
             # (_kombu.binding.*), without which nothing is routed and no worker hears a control command.

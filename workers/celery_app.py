@@ -101,6 +101,9 @@ def _visibility_keeper() -> VisibilityKeeper:
 
 
 def _delivery_tag(task: Any) -> str | None:
+    """The broker's tag for the message of the task now running (None for a task called in process)."""
+    if task is None:
+        return None
     properties = getattr(task.request, "properties", None) or {}
     tag = properties.get("delivery_tag")
     return str(tag) if tag else None
@@ -109,13 +112,11 @@ def _delivery_tag(task: Any) -> str | None:
 @task_prerun.connect
 def _hold_message(task: Any = None, **_: Any) -> None:
     """A task that runs past the visibility timeout is not delivered again while it runs (workers/visibility.py)."""
-    tag = _delivery_tag(task) if task is not None else None
-    if tag:
+    if tag := _delivery_tag(task):
         _visibility_keeper().hold(tag)
 
 
 @task_postrun.connect
 def _release_message(task: Any = None, **_: Any) -> None:
-    tag = _delivery_tag(task) if task is not None else None
-    if tag and _keeper is not None:
+    if (tag := _delivery_tag(task)) and _keeper is not None:
         _keeper.release(tag)

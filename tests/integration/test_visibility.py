@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
@@ -33,15 +35,22 @@ def restore_scan(channel) -> None:
     channel.qos.restore_visible(num=100, interval=1)
 
 
-def test_a_held_message_is_not_restored_and_a_released_one_is(broker):
-    client, connection = broker
-    queue = Queue("hrtest-visibility")
+@contextmanager
+def delivered(connection, name: str) -> Iterator[tuple[object, object]]:
+    """(channel, message): one message published to queue `name` and taken unacknowledged, as a worker
+    with acks_late holds the task it is running."""
+    queue = Queue(name)
     with connection.channel() as channel:
         bound = queue(channel)
         bound.declare()
-        connection.Producer(channel).publish({"n": 1}, routing_key=queue.name, declare=[queue])
-        message = bound.get(no_ack=False)
-        assert message is not None and client.llen(queue.name) == 0
+        connection.Producer(channel).publish({"n": 1}, routing_key=name, declare=[queue])
+        yield channel, bound.get(no_ack=False)
+
+
+def test_a_held_message_is_not_restored_and_a_released_one_is(broker):
+    client, connection = broker
+    with delivered(connection, "hrtest-visibility") as (channel, message):
+        assert message is not None and client.llen("hrtest-visibility") == 0
         tag = message.delivery_tag
         assert client.zscore(UNACKED_INDEX, tag) is not None
 
@@ -49,24 +58,19 @@ def test_a_held_message_is_not_restored_and_a_released_one_is(broker):
         keeper.hold(tag)
         time.sleep(VISIBILITY_S * 2.5)  # a slow task, well past the timeout
         restore_scan(channel)
-        assert client.llen(queue.name) == 0, "a running task's message was delivered again"
+        assert client.llen("hrtest-visibility") == 0, "a running task's message was delivered again"
         assert client.zscore(UNACKED_INDEX, tag) > time.time() - VISIBILITY_S
 
         keeper.release(tag)  # its worker died: nobody re-scores it any more
         time.sleep(VISIBILITY_S * 1.5)
         restore_scan(channel)
-        assert client.llen(queue.name) == 1, "a dead worker's message did not come back"
+        assert client.llen("hrtest-visibility") == 1, "a dead worker's message did not come back"
         assert client.zscore(UNACKED_INDEX, tag) is None
 
 
 def test_an_acknowledged_message_is_never_added_back(broker):
     client, connection = broker
-    queue = Queue("hrtest-visibility-ack")
-    with connection.channel() as channel:
-        bound = queue(channel)
-        bound.declare()
-        connection.Producer(channel).publish({"n": 2}, routing_key=queue.name, declare=[queue])
-        message = bound.get(no_ack=False)
+    with delivered(connection, "hrtest-visibility-ack") as (_, message):
         keeper = VisibilityKeeper(client, interval=60)
         keeper.hold(message.delivery_tag)
         message.ack()
